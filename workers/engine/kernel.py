@@ -1,0 +1,128 @@
+"""NNGP and NTK Gram matrices of an architecture on two sets of inputs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .combinators import serial
+from .spec import Architecture, SpecError
+from .state import input_kernel
+
+KERNELS = ("nngp", "ntk")
+
+
+class NonFiniteKernel(ArithmeticError):
+    """The recursion overflowed (or met 0/0): the spec's scales are too large for this dtype."""
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``auto`` (or None, or NTK_DEVICE) picks the first CUDA device when one exists."""
+    device = device or os.environ.get("NTK_DEVICE", "auto")
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def as_points(x, dtype: torch.dtype, device: torch.device) -> Tensor:
+    if isinstance(x, Tensor):
+        return x.to(device=device, dtype=dtype)
+    return torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
+
+
+def kernel_fn(
+    spec: Architecture | dict | str,
+    x1,
+    x2=None,
+    get: Sequence[str] = KERNELS,
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device | None = None,
+) -> dict[str, Tensor]:
+    """K(x1, x2) and/or Θ(x1, x2) of the infinitely wide network ``spec``, each (N1, N2).
+
+    x2 = None means x2 = x1; then per-point statistics are computed once and the result is exactly
+    symmetric. Inputs are (N, d), (N, L, C) or (N, H, W, C), channels last.
+    """
+    arch = Architecture.parse(spec)
+    get = tuple(get)
+    unknown = [g for g in get if g not in KERNELS]
+    if unknown or not get:
+        raise SpecError(("get",), f"get must name some of {list(KERNELS)}, got {list(get)}")
+    device = resolve_device(device)
+    x1 = as_points(x1, dtype, device)
+    x2 = None if x2 is None else as_points(x2, dtype, device)
+    check_inputs(arch, x1, x2)
+
+    full_spatial = arch.needs_full_spatial() and x1.ndim > 2
+    k = input_kernel(x1, x2, full_spatial=full_spatial, compute_ntk="ntk" in get)
+    k = serial(arch.layers, k, arch.parameterization)
+
+    out = {name: getattr(k, name) for name in get}
+    for name, value in out.items():
+        if not torch.isfinite(value).all():
+            raise NonFiniteKernel(f"the {name} kernel overflowed to a non-finite value in {dtype}: "
+                                  "reduce w_std/b_std or the depth, or use float64")
+    if x2 is None:
+        out = {name: (value + value.T) / 2 for name, value in out.items()}
+    return out
+
+
+def check_inputs(arch: Architecture, x1: Tensor, x2: Tensor | None) -> None:
+    """Raise SpecError when the inputs do not fit the network (or each other)."""
+    if x1.ndim not in (2, 3, 4) or x1.shape[0] == 0:
+        raise SpecError(("x1",), f"x1 must be (N, d), (N, L, C) or (N, H, W, C) with N ≥ 1, got shape "
+                        f"{tuple(x1.shape)}")
+    if x2 is not None and tuple(x2.shape[1:]) != tuple(x1.shape[1:]):
+        raise SpecError(("x2",), f"x2 points have shape {tuple(x2.shape[1:])} but x1 points have "
+                        f"{tuple(x1.shape[1:])}")
+    if x2 is not None and x2.shape[0] == 0:
+        raise SpecError(("x2",), "x2 has no points")
+    arch.check(tuple(x1.shape[1:]))
+
+
+# -- tiles -----------------------------------------------------------------------------------
+
+Tile = tuple[int, int, int, int]
+
+
+def tiles(n1: int, n2: int | None, size: int) -> Iterator[Tile]:
+    """Blocks (i0, i1, j0, j1) covering K(x1, x2); for x2 = x1 (n2 None) the upper triangle only."""
+    symmetric = n2 is None
+    n2 = n1 if symmetric else n2
+    for i0 in range(0, n1, size):
+        for j0 in range(i0 if symmetric else 0, n2, size):
+            yield i0, min(i0 + size, n1), j0, min(j0 + size, n2)
+
+
+def kernel_tile(spec, x1, x2, tile: Tile, get=KERNELS, dtype=torch.float64, device=None) -> dict[str, Tensor]:
+    """One block K(x1[i0:i1], x2[j0:j1]) (x2 None: x1 against itself), computable on its own.
+
+    A diagonal block of a symmetric matrix is computed as a symmetric kernel, so the assembled
+    matrix is exactly symmetric.
+    """
+    i0, i1, j0, j1 = tile
+    if x2 is None and (i0, i1) == (j0, j1):
+        return kernel_fn(spec, x1[i0:i1], None, get, dtype, device)
+    other = x1 if x2 is None else x2
+    return kernel_fn(spec, x1[i0:i1], other[j0:j1], get, dtype, device)
+
+
+def assemble(blocks: dict[Tile, dict[str, Tensor]], n1: int, n2: int | None, get=KERNELS) -> dict[str, Tensor]:
+    """Place computed blocks into whole matrices, mirroring the upper triangle when symmetric."""
+    symmetric = n2 is None
+    n2 = n1 if symmetric else n2
+    first = next(iter(blocks.values()))
+    out = {}
+    for name in get:
+        ref = first[name]
+        full = torch.empty((n1, n2), dtype=ref.dtype, device=ref.device)
+        for (i0, i1, j0, j1), block in blocks.items():
+            full[i0:i1, j0:j1] = block[name]
+            if symmetric and i0 != j0:
+                full[j0:j1, i0:i1] = block[name].T
+        out[name] = full
+    return out

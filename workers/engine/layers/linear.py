@@ -1,0 +1,202 @@
+"""Layers that act linearly on the pre-activations: their kernels are linear maps of the input's.
+
+Reference: neural-tangents ``_src/stax/linear.py`` (Novak et al. 2020, "Neural Tangents: Fast and
+Easy Infinite Neural Networks in Python"); the convolution and pooling kernels follow Novak et al.
+2019, "Bayesian Deep Convolutional Networks with Many Channels are Gaussian Processes".
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .. import spec
+from ..state import KernelState, variance_pairs
+
+LAYER_NORM_EPS = 1e-12
+
+
+def dense(layer: spec.Dense, k: KernelState, parameterization: str) -> KernelState:
+    """y = W x / sqrt(n) + b  (NTK parameterization), W, b ~ N(0, w_std²), N(0, b_std²).
+
+    K' = w_std² K + b_std²;  Θ' = K' + w_std² Θ.
+    Standard parameterization (y = W x + b, W ~ N(0, w_std²/n)) has the same K' but the gradient
+    with respect to W scales with the fan-in n: Θ' = n K + w_std² Θ (+ 1 with a bias).
+    """
+    w2, b2 = layer.w_std**2, _square(layer.b_std)
+    affine = lambda c, batch_ndim: w2 * c + b2
+    out = k.map_covariances(affine)
+    if k.ntk is not None:
+        if parameterization == "ntk":
+            ntk = out.nngp + w2 * k.ntk
+        else:
+            ntk = k.channels * k.nngp + w2 * k.ntk + (0.0 if layer.b_std is None else 1.0)
+        out = out.replace(ntk=ntk)
+    return out.replace(channels=layer.out_dim, is_gaussian=True, is_input=False)
+
+
+def conv(layer: spec.Conv, k: KernelState, parameterization: str) -> KernelState:
+    """A convolution is a Dense layer applied to every patch, the filter's weights shared.
+
+    Averaging the patch's covariances (the filter's taps are i.i.d.):
+        K'[i, i'] = w_std² / |F| Σ_f K[s·i + f, s·i' + f] + b_std²,
+    one sum per spatial axis, over the same tap f at both ends: only the diagonal of each
+    position pair's filter window contributes. Θ' = K' + w_std² conv(Θ) as for Dense; standard
+    parameterization scales the weight gradient by the fan-in n = channels · |F|.
+    """
+    strides = layer.strides or [1] * len(layer.filter_shape)
+    window = lambda c, batch_ndim: _shifted_mean(c, batch_ndim, k.full_spatial, layer.filter_shape,
+                                                 strides, layer.padding)
+    w2, b2 = layer.w_std**2, _square(layer.b_std)
+    unscaled = k.map_covariances(window)
+    out = unscaled.map_covariances(lambda c, batch_ndim: w2 * c + b2)
+    if k.ntk is not None:
+        ntk_window = window(k.ntk, 2)
+        if parameterization == "ntk":
+            ntk = out.nngp + w2 * ntk_window
+        else:
+            fan_in = k.channels * _prod(layer.filter_shape)
+            ntk = fan_in * unscaled.nngp + w2 * ntk_window + (0.0 if layer.b_std is None else 1.0)
+        out = out.replace(ntk=ntk)
+    return out.replace(
+        channels=layer.out_chan,
+        spatial_shape=_window_output(k.spatial_shape, layer.filter_shape, strides, layer.padding),
+        is_gaussian=True,
+        is_input=False,
+    )
+
+
+def avg_pool(layer: spec.AvgPool, k: KernelState, parameterization: str) -> KernelState:
+    """Average over windows: K'[I, I'] = 1/|w|² Σ_{a, a'} K[s·I + a, s·I' + a'], per spatial axis.
+
+    Unlike a convolution every pair of window positions contributes, so this needs the full
+    position-by-position covariance. SAME padding pads with zeros and still divides by the whole
+    window (neural-tangents' ``normalize_edges=False``). Strides default to 1, as in
+    neural-tangents (not to the window, as in torch).
+    """
+    strides = layer.strides or [1] * len(layer.window_shape)
+    pool = lambda c, batch_ndim: _window_mean(c, batch_ndim, layer.window_shape, strides, layer.padding)
+    return k.map_covariances(pool).replace(
+        ntk=None if k.ntk is None else pool(k.ntk, 2),
+        spatial_shape=_window_output(k.spatial_shape, layer.window_shape, strides, layer.padding),
+    )
+
+
+def global_avg_pool(layer: spec.GlobalAvgPool, k: KernelState, parameterization: str) -> KernelState:
+    """The mean over all positions: K' = mean_{i, i'} K[i, i'] (every pair of positions)."""
+    mean = lambda c, batch_ndim: c.mean(dim=tuple(range(batch_ndim, c.ndim)))
+    return k.map_covariances(mean).replace(
+        ntk=None if k.ntk is None else mean(k.ntk, 2), spatial_shape=(), full_spatial=False)
+
+
+def flatten(layer: spec.Flatten, k: KernelState, parameterization: str) -> KernelState:
+    """Positions become channels: K' = mean_i K[i, i] (equal positions only).
+
+    The output's channels are (position, channel) pairs; i.i.d. weights of the next layer see
+    different positions as different channels, whose covariance does not enter.
+    """
+    def diagonal_mean(c: Tensor, batch_ndim: int) -> Tensor:
+        if k.full_spatial:
+            for _ in range(k.spatial_ndim):
+                c = torch.diagonal(c, dim1=batch_ndim, dim2=batch_ndim + 1)
+        return c.mean(dim=tuple(range(batch_ndim, c.ndim))) if c.ndim > batch_ndim else c
+
+    return k.map_covariances(diagonal_mean).replace(
+        ntk=None if k.ntk is None else diagonal_mean(k.ntk, 2),
+        channels=k.channels * _prod(k.spatial_shape),
+        spatial_shape=(),
+        full_spatial=False,
+    )
+
+
+def layer_norm(layer: spec.LayerNorm, k: KernelState, parameterization: str) -> KernelState:
+    """Normalize each point by its standard deviation over ``axis`` (channels always included).
+
+    With infinitely many channels the empirical variance over channels is the kernel's diagonal,
+    so K'[x, x'] = K[x, x'] / sqrt((ε + v(x)) (ε + v(x'))), v the variance averaged over the
+    normalized spatial positions. Θ scales the same way. ε = 1e-12 as in neural-tangents.
+    """
+    ndim = k.spatial_ndim + 2  # batch, spatial..., channel
+    spatial_axes = tuple(sorted({a % ndim - 1 for a in layer.axis} - {ndim - 2}))
+    (v11a, v11b), (v12a, v12b), pair22 = variance_pairs(k, mean_over=spatial_axes, shift=LAYER_NORM_EPS)
+    scale12 = torch.rsqrt(v12a * v12b)
+    return k.replace(
+        nngp=k.nngp * scale12,
+        ntk=None if k.ntk is None else k.ntk * scale12,
+        cov1=k.cov1 * torch.rsqrt(v11a * v11b),
+        cov2=None if pair22 is None else k.cov2 * torch.rsqrt(pair22[0] * pair22[1]),
+    )
+
+
+def identity(layer: spec.Identity, k: KernelState, parameterization: str) -> KernelState:
+    """y = x."""
+    return k
+
+
+# -- spatial bookkeeping ---------------------------------------------------------------------
+
+
+def _square(std: float | None) -> float:
+    return 0.0 if std is None else std**2
+
+
+def _prod(values) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out
+
+
+def _same_pads(n: int, window: int, stride: int) -> tuple[int, int]:
+    """XLA's SAME padding: output ceil(n / s), the extra row split low-first."""
+    out = -(-n // stride)
+    total = max((out - 1) * stride + window - n, 0)
+    return total // 2, total - total // 2
+
+
+def _window_output(shape, window, strides, padding) -> tuple[int, ...]:
+    if padding == "VALID":
+        return tuple((n - w) // s + 1 for n, w, s in zip(shape, window, strides))
+    return tuple(-(-n // s) for n, s in zip(shape, strides))
+
+
+def _pad(c: Tensor, dim: int, window: int, stride: int, padding: str) -> Tensor:
+    """Pad one position axis as the finite network pads its input (zeros, or wrapping around)."""
+    if padding == "VALID":
+        return c
+    n = c.shape[dim]
+    lo, hi = _same_pads(n, window, stride)
+    if padding == "CIRCULAR":
+        index = torch.arange(-lo, n + hi, device=c.device) % n
+        return c.index_select(dim, index)
+    zeros = lambda size: c.new_zeros(c.shape[:dim] + (size,) + c.shape[dim + 1:])
+    return torch.cat([zeros(lo), c, zeros(hi)], dim)
+
+
+def _taps(c: Tensor, dims: tuple[int, ...], offset: int, window: int, stride: int, out: int) -> Tensor:
+    """c[..., s·i + offset, ...] along each of ``dims`` (the same offset on every one)."""
+    index = [slice(None)] * c.ndim
+    for d in dims:
+        index[d] = slice(offset, offset + stride * (out - 1) + 1, stride)
+    return c[tuple(index)]
+
+
+def _shifted_mean(c: Tensor, batch_ndim: int, full_spatial: bool, window, strides, padding) -> Tensor:
+    """The convolution's kernel map: mean over filter taps f of c[s·i + f, s·i' + f]."""
+    for axis, (w, s) in enumerate(zip(window, strides)):
+        dims = (batch_ndim + 2 * axis, batch_ndim + 2 * axis + 1) if full_spatial else (batch_ndim + axis,)
+        for d in dims:
+            c = _pad(c, d, w, s, padding)
+        out = (c.shape[dims[0]] - w) // s + 1
+        c = sum(_taps(c, dims, f, w, s, out) for f in range(w)) / w
+    return c
+
+
+def _window_mean(c: Tensor, batch_ndim: int, window, strides, padding) -> Tensor:
+    """The pooling's kernel map: mean over independent window offsets at both ends of a pair."""
+    for axis, (w, s) in enumerate(zip(window, strides)):
+        for d in (batch_ndim + 2 * axis, batch_ndim + 2 * axis + 1):
+            c = _pad(c, d, w, s, padding)
+            out = (c.shape[d] - w) // s + 1
+            c = sum(_taps(c, (d,), f, w, s, out) for f in range(w)) / w
+    return c

@@ -1,0 +1,347 @@
+"""The architecture spec language (SPEC §2) as pydantic models.
+
+A spec is JSON: ``{"parameterization": "ntk", "layers": [{"type": "Dense", "out_dim": 512}, ...]}``.
+Each layer type is one model below; the ``type`` field selects it. Defaults are neural-tangents'.
+Field-level problems (unknown type or field, wrong type, non-finite or out-of-range values) are
+pydantic errors; problems of the stack as a whole (an activation whose input is not Gaussian, an
+input shape the stack cannot take, spatial axes left at the output) are ``SpecError`` from
+``Architecture.check``. Both carry the JSON path of what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+MAX_LAYERS = 256
+MAX_RESIDUAL_NESTING = 8
+MAX_STD = 1e3
+MAX_WIDTH = 1 << 20
+MAX_FILTER = 64
+
+Std = Annotated[float, Field(ge=0.0, le=MAX_STD)]
+Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
+Slope = Annotated[float, Field(ge=-1e3, le=1e3)]
+Padding = Literal["VALID", "SAME", "CIRCULAR"]
+Window = Annotated[list[Annotated[int, Field(ge=1, le=MAX_FILTER)]], Field(min_length=1, max_length=2)]
+
+
+class SpecError(ValueError):
+    """A spec that parses but cannot describe this network on these inputs."""
+
+    def __init__(self, path: tuple, message: str):
+        self.errors = [{"path": format_path(path), "message": message}]
+        super().__init__(f"{format_path(path)}: {message}")
+
+
+def format_path(path: tuple) -> str:
+    """('layers', 2, 'w_std') -> 'layers[2].w_std'"""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+class Layer(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+class Dense(Layer):
+    type: Literal["Dense"]
+    out_dim: Width
+    w_std: Std = 1.0
+    b_std: Std | None = None
+
+
+class Conv(Layer):
+    type: Literal["Conv"]
+    out_chan: Width
+    filter_shape: Window
+    strides: Window | None = None
+    padding: Padding = "VALID"
+    w_std: Std = 1.0
+    b_std: Std | None = None
+
+
+class Relu(Layer):
+    type: Literal["Relu"]
+
+
+class Abs(Layer):
+    type: Literal["Abs"]
+
+
+class Sign(Layer):
+    type: Literal["Sign"]
+
+
+class Identity(Layer):
+    type: Literal["Identity"]
+
+
+class LeakyRelu(Layer):
+    type: Literal["LeakyRelu"]
+    alpha: Slope
+
+
+class ABRelu(Layer):
+    type: Literal["ABRelu"]
+    a: Slope
+    b: Slope
+
+
+class Erf(Layer):
+    type: Literal["Erf"]
+    a: Slope = 1.0
+    b: Slope = 1.0
+    c: Slope = 0.0
+
+
+class Gelu(Layer):
+    type: Literal["Gelu"]
+    approximate: bool = False
+
+
+class Sin(Layer):
+    type: Literal["Sin"]
+    a: Slope = 1.0
+    b: Slope = 1.0
+    c: Slope = 0.0
+
+
+class Elementwise(Layer):
+    type: Literal["Elementwise"]
+    fn: Literal["tanh", "sigmoid", "softplus", "silu", "elu"]
+    degree: Annotated[int, Field(ge=2, le=256)] = 64
+
+
+class AvgPool(Layer):
+    type: Literal["AvgPool"]
+    window_shape: Window
+    strides: Window | None = None
+    padding: Padding = "VALID"
+
+
+class GlobalAvgPool(Layer):
+    type: Literal["GlobalAvgPool"]
+
+
+class Flatten(Layer):
+    type: Literal["Flatten"]
+
+
+class LayerNorm(Layer):
+    type: Literal["LayerNorm"]
+    axis: Annotated[list[Annotated[int, Field(ge=-4, le=3)]], Field(min_length=1, max_length=4)] = [-1]
+
+    @field_validator("axis", mode="before")
+    @classmethod
+    def _scalar_axis(cls, v):
+        return [v] if isinstance(v, int) else v
+
+
+class Residual(Layer):
+    type: Literal["Residual"]
+    layers: Annotated[list[AnyLayer], Field(min_length=1, max_length=MAX_LAYERS)]
+    shortcut: Annotated[list[AnyLayer], Field(max_length=MAX_LAYERS)] | None = None
+
+
+AnyLayer = Annotated[
+    Union[Dense, Conv, Relu, Abs, Sign, Identity, LeakyRelu, ABRelu, Erf, Gelu, Sin, Elementwise,
+          AvgPool, GlobalAvgPool, Flatten, LayerNorm, Residual],
+    Field(discriminator="type"),
+]
+Residual.model_rebuild()
+
+AFFINE = (Dense, Conv)
+ACTIVATIONS = (Relu, Abs, Sign, LeakyRelu, ABRelu, Erf, Gelu, Sin, Elementwise)
+NEEDS_FULL_SPATIAL = (AvgPool, GlobalAvgPool)
+
+
+class Architecture(BaseModel):
+    """A whole network: layers run in sequence (stax.serial)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    parameterization: Literal["ntk", "standard"] = "ntk"
+    layers: Annotated[list[AnyLayer], Field(min_length=1, max_length=MAX_LAYERS)]
+
+    @classmethod
+    def parse(cls, spec: "Architecture | dict | str") -> Architecture:
+        if isinstance(spec, Architecture):
+            return spec
+        if isinstance(spec, str):
+            return cls.model_validate_json(spec)
+        return cls.model_validate(spec)
+
+    def canonical_json(self) -> str:
+        """Defaults filled in, keys sorted: equal networks give equal strings."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    def check(self, input_shape: tuple[int, ...] | None = None) -> tuple[int, ...] | None:
+        """Walk the stack as the kernel will, raising SpecError at the first layer that cannot run.
+
+        ``input_shape`` is one point's shape (no batch axis): (d,), (L, C) or (H, W, C). Returns the
+        output shape of one point, (k,), or None when no input shape was given.
+        """
+        count = _count_layers(self.layers)
+        if count > MAX_LAYERS:
+            raise SpecError(("layers",), f"the network has {count} layers; at most {MAX_LAYERS} are allowed")
+        walk = _ShapeWalk(input_shape)
+        walk.run(self.layers, ("layers",), is_gaussian=False, nesting=0)
+        if walk.shape is not None and len(walk.shape) != 1:
+            raise SpecError(("layers",), f"the network output has shape {walk.shape} per point, "
+                            "not (k,): add Flatten or GlobalAvgPool before the last Dense")
+        return walk.shape
+
+    def needs_full_spatial(self) -> bool:
+        """Whether any layer needs covariances between different positions (only pooling does).
+
+        Every layer before a pooling layer must then track them too; we track them for the whole
+        stack, which costs nothing extra after the pooling has removed the spatial axes.
+        """
+        return any(isinstance(layer, NEEDS_FULL_SPATIAL) for layer in iter_layers(self.layers))
+
+
+def iter_layers(layers):
+    for layer in layers:
+        yield layer
+        if isinstance(layer, Residual):
+            yield from iter_layers(layer.layers)
+            yield from iter_layers(layer.shortcut or [])
+
+
+def _count_layers(layers) -> int:
+    return sum(1 for _ in iter_layers(layers))
+
+
+class _ShapeWalk:
+    """Propagates one point's shape and Gaussianity through the stack, naming the first failure."""
+
+    def __init__(self, shape):
+        self.shape = None if shape is None else tuple(shape)
+
+    def run(self, layers, path, is_gaussian: bool, nesting: int) -> bool:
+        for i, layer in enumerate(layers):
+            is_gaussian = self.step(layer, path + (i,), is_gaussian, nesting)
+        return is_gaussian
+
+    def step(self, layer, path, is_gaussian: bool, nesting: int) -> bool:
+        shape = self.shape
+        if isinstance(layer, ACTIVATIONS):
+            if not is_gaussian:
+                raise SpecError(path, f"{layer.type} needs a Gaussian input: put a Dense or Conv "
+                                "directly before it (an activation cannot act on the input or on "
+                                "another activation's output)")
+            return False
+        if isinstance(layer, Dense):
+            if shape is not None:
+                self.shape = shape[:-1] + (layer.out_dim,)
+            return True
+        if isinstance(layer, Conv):
+            self._check_spatial(layer, path, len(layer.filter_shape), "filter_shape")
+            if shape is not None:
+                spatial = _window_output(shape[:-1], layer.filter_shape, layer.strides, layer.padding,
+                                         path, "filter_shape")
+                self.shape = spatial + (layer.out_chan,)
+            return True
+        if isinstance(layer, AvgPool):
+            self._check_spatial(layer, path, len(layer.window_shape), "window_shape")
+            if shape is not None:
+                self.shape = _window_output(shape[:-1], layer.window_shape, layer.strides,
+                                            layer.padding, path, "window_shape") + shape[-1:]
+            return is_gaussian
+        if isinstance(layer, GlobalAvgPool):
+            self._check_spatial(layer, path, None, None)
+            if shape is not None:
+                self.shape = shape[-1:]
+            return is_gaussian
+        if isinstance(layer, Flatten):
+            if shape is not None:
+                size = 1
+                for n in shape:
+                    size *= n
+                self.shape = (size,)
+            return is_gaussian
+        if isinstance(layer, LayerNorm):
+            if not is_gaussian:
+                raise SpecError(path, "LayerNorm needs a Gaussian input: put a Dense or Conv before it")
+            if shape is not None:
+                ndim = len(shape) + 1  # axes count over the whole (N, ..., C) array, as in stax
+                axes = set()
+                for a in layer.axis:
+                    if not -ndim <= a < ndim or a % ndim == 0:
+                        raise SpecError(path + ("axis",), f"axis {a} is not a spatial or channel axis "
+                                        f"of inputs shaped (N, {', '.join(map(str, shape))})")
+                    axes.add(a % ndim)
+                if ndim - 1 not in axes:
+                    raise SpecError(path + ("axis",), "LayerNorm must normalize over the channel "
+                                    "axis (-1) for the infinite-width kernel to exist")
+            return is_gaussian
+        if isinstance(layer, Identity):
+            return is_gaussian
+        if isinstance(layer, Residual):
+            if nesting + 1 > MAX_RESIDUAL_NESTING:
+                raise SpecError(path, f"Residual blocks nest {nesting + 1} deep; at most "
+                                f"{MAX_RESIDUAL_NESTING} are allowed")
+            branch = _ShapeWalk(shape)
+            g_branch = branch.run(layer.layers, path + ("layers",), is_gaussian, nesting + 1)
+            shortcut = _ShapeWalk(shape)
+            g_short = shortcut.run(layer.shortcut or [], path + ("shortcut",), is_gaussian, nesting + 1)
+            if branch.shape != shortcut.shape:
+                raise SpecError(path, f"the branch outputs shape {branch.shape} per point but the "
+                                f"shortcut outputs {shortcut.shape}; they must match to be summed")
+            self.shape = branch.shape
+            return g_branch and g_short
+        raise AssertionError(f"unhandled layer {layer.type}")
+
+    def _check_spatial(self, layer, path, window_ndim, field):
+        if self.shape is None:
+            return
+        spatial_ndim = len(self.shape) - 1
+        if spatial_ndim < 1:
+            raise SpecError(path, f"{layer.type} needs spatial axes, but its input has shape "
+                            f"{self.shape} per point (inputs are (N, L, C) or (N, H, W, C))")
+        if window_ndim is not None and window_ndim != spatial_ndim:
+            raise SpecError(path + (field,), f"{field} has {window_ndim} entries but the input has "
+                            f"{spatial_ndim} spatial axes")
+        if spatial_ndim > 2:
+            raise SpecError(path, "only 1-D and 2-D spatial inputs are supported")
+
+
+def _window_output(spatial, window, strides, padding, path, field) -> tuple[int, ...]:
+    strides = strides or [1] * len(window)
+    if len(strides) != len(window):
+        raise SpecError(path + ("strides",), f"strides has {len(strides)} entries but {field} has {len(window)}")
+    out = []
+    for n, w, s in zip(spatial, window, strides):
+        if padding == "VALID":
+            if w > n:
+                raise SpecError(path + (field,), f"window {w} is larger than the input size {n} "
+                                "with VALID padding")
+            out.append((n - w) // s + 1)
+        else:
+            out.append(-(-n // s))
+    return tuple(out)
+
+
+def validation_errors(error: ValidationError) -> list[dict]:
+    """pydantic's errors as [{"path", "message"}] with JSON paths like layers[2].w_std."""
+    out = []
+    for e in error.errors(include_url=False):
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p in _LAYER_TAGS))
+        out.append({"path": format_path(loc) or "$", "message": e["msg"]})
+    return out
+
+
+_LAYER_TAGS = {m.__name__ for m in (Dense, Conv, Relu, Abs, Sign, Identity, LeakyRelu, ABRelu, Erf,
+                                    Gelu, Sin, Elementwise, AvgPool, GlobalAvgPool, Flatten,
+                                    LayerNorm, Residual)}
+
+LayerAdapter = TypeAdapter(AnyLayer)

@@ -1,0 +1,153 @@
+"""The kernel state that flows through a layer stack.
+
+Every layer of an infinitely wide network maps the second moments of its input to those of its
+output. For inputs ``x1`` (N1 points) and ``x2`` (N2 points) we track, as neural-tangents does:
+
+* ``nngp``  the cross covariance K(x1, x2) of pre-activations, shape (N1, N2, *S);
+* ``ntk``   the neural tangent kernel Θ(x1, x2), same shape (None when not requested);
+* ``cov1``  the covariance of each x1 point with itself, shape (N1, *S);
+* ``cov2``  the same for x2, or None when x2 is x1 (the symmetric case computes it once).
+
+``S`` are the spatial axes. With ``full_spatial`` each spatial axis appears twice, interleaved
+(H, H', W, W'), holding the covariance between every pair of positions: pooling needs it. Without
+it only same-position covariances (H, W) are kept; convolutions, elementwise layers and Flatten
+are exact on those alone, which is what makes pooling-free CNNs cheap.
+
+The channel axis never appears: weights are i.i.d. across channels, so covariances between
+different channels vanish and those of equal channels coincide.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class KernelState:
+    nngp: Tensor
+    ntk: Tensor | None
+    cov1: Tensor
+    cov2: Tensor | None
+    spatial_shape: tuple[int, ...]
+    full_spatial: bool
+    channels: int
+    is_gaussian: bool = False
+    is_input: bool = False
+
+    def replace(self, **changes) -> KernelState:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def spatial_ndim(self) -> int:
+        return len(self.spatial_shape)
+
+    def map_covariances(self, fn) -> KernelState:
+        """Apply one linear map to cov1, nngp and cov2 (the same map acts on each)."""
+        return self.replace(
+            cov1=fn(self.cov1, 1),
+            nngp=fn(self.nngp, 2),
+            cov2=None if self.cov2 is None else fn(self.cov2, 1),
+        )
+
+
+def input_kernel(x1: Tensor, x2: Tensor | None, full_spatial: bool, compute_ntk: bool) -> KernelState:
+    """The kernel of the inputs themselves: K(x, x') = <x, x'> / channels.
+
+    Inputs are channels-last, (N, *spatial, C). The NTK of the input layer is zero: inputs have no
+    parameters. Reference: neural-tangents ``_inputs_to_kernel``.
+    """
+    channels = x1.shape[-1]
+    spatial_shape = tuple(x1.shape[1:-1])
+
+    def cross(a: Tensor, b: Tensor) -> Tensor:
+        if not spatial_shape:
+            return a @ b.T
+        if full_spatial:
+            k = torch.einsum("npc,mqc->nmpq", a.flatten(1, -2), b.flatten(1, -2))
+            # (N1, N2, P, P') -> (N1, N2, H, W, H', W') -> interleave to (N1, N2, H, H', W, W')
+            k = k.reshape(a.shape[0], b.shape[0], *spatial_shape, *spatial_shape)
+            return interleave(k, 2, len(spatial_shape))
+        return torch.einsum("n...c,m...c->nm...", a, b)
+
+    def self_cov(a: Tensor) -> Tensor:
+        if full_spatial and spatial_shape:
+            flat = a.flatten(1, -2)
+            k = torch.einsum("npc,nqc->npq", flat, flat)
+            k = k.reshape(a.shape[0], *spatial_shape, *spatial_shape)
+            return interleave(k, 1, len(spatial_shape))
+        return (a * a).sum(-1)
+
+    nngp = cross(x1, x1 if x2 is None else x2) / channels
+    return KernelState(
+        nngp=nngp,
+        ntk=torch.zeros_like(nngp) if compute_ntk else None,
+        cov1=self_cov(x1) / channels,
+        cov2=None if x2 is None else self_cov(x2) / channels,
+        spatial_shape=spatial_shape,
+        full_spatial=full_spatial,
+        channels=channels,
+        is_gaussian=False,
+        is_input=True,
+    )
+
+
+def interleave(k: Tensor, batch_ndim: int, spatial_ndim: int) -> Tensor:
+    """(B..., H, W, H', W') -> (B..., H, H', W, W'): pair each position axis with its partner."""
+    order = list(range(batch_ndim))
+    for i in range(spatial_ndim):
+        order += [batch_ndim + i, batch_ndim + spatial_ndim + i]
+    return k.permute(order)
+
+
+def position_variances(cov: Tensor, full_spatial: bool, spatial_ndim: int) -> Tensor:
+    """The variance at each position, (N, *spatial), from a per-point covariance (N, *S)."""
+    if not full_spatial:
+        return cov
+    for _ in range(spatial_ndim):
+        # Take the diagonal of the leading (H, H') pair and move it to the back, so after S
+        # steps the axes are (N, H, W, ...) in order.
+        cov = torch.diagonal(cov, dim1=1, dim2=2)
+    return cov
+
+
+Pair = tuple[Tensor, Tensor]
+
+
+def variance_pairs(state: KernelState, mean_over: tuple[int, ...] = (), shift: float = 0.0
+                   ) -> tuple[Pair, Pair, Pair | None]:
+    """Variances at both ends of every entry of cov1, nngp and cov2, broadcastable to them.
+
+    An elementwise nonlinearity maps a covariance c between two jointly Gaussian pre-activations
+    u, v to E[φ(u)φ(v)], which depends on c and the two variances Var u, Var v. For nngp[n1, n2,
+    i, i'] these are var1[n1, i] and var2[n2, i']. ``shift`` is added to every variance and
+    ``mean_over`` (spatial axes, 0-based) averages them over positions first, as LayerNorm needs.
+    """
+    s = state.spatial_ndim
+
+    def variances(cov: Tensor) -> Tensor:
+        var = position_variances(cov, state.full_spatial, s) + shift
+        if mean_over:
+            var = var.mean(dim=tuple(1 + a for a in mean_over), keepdim=True)
+        return var
+
+    var1 = variances(state.cov1)
+    var2 = var1 if state.cov2 is None else variances(state.cov2)
+
+    def ends(va: Tensor, vb: Tensor, batch_ndim: int) -> tuple[Tensor, Tensor]:
+        # va indexes the first point (and first position of each pair), vb the second.
+        if batch_ndim == 2:
+            va, vb = va.unsqueeze(1), vb.unsqueeze(0)
+        if state.full_spatial:
+            for axis in range(s):
+                va = va.unsqueeze(batch_ndim + 2 * axis + 1)
+                vb = vb.unsqueeze(batch_ndim + 2 * axis)
+        return va, vb
+
+    pair11 = ends(var1, var1, 1)
+    pair12 = ends(var1, var2, 2)
+    pair22 = None if state.cov2 is None else ends(var2, var2, 1)
+    return pair11, pair12, pair22
