@@ -1,0 +1,1 @@
+"""The ``ntk`` command line: local kernels and predictions, or the service itself."""
