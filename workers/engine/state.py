@@ -82,10 +82,17 @@ def input_kernel(x1: Tensor, x2: Tensor | None, full_spatial: bool, compute_ntk:
         return (a * a).sum(-1)
 
     nngp = cross(x1, x1 if x2 is None else x2) / channels
+    cov1 = self_cov(x1) / channels
+    if x2 is None:
+        # A point's covariance with itself must be its variance to the last bit: nonlinearities
+        # evaluate sqrt(q1 q2 - c²) there, which turns a rounding difference of 1e-16 between
+        # two ways of summing into 1e-8. Taking both from one computation keeps tiles exact.
+        points = torch.arange(x1.shape[0], device=x1.device)
+        nngp[points, points] = cov1
     return KernelState(
         nngp=nngp,
         ntk=torch.zeros_like(nngp) if compute_ntk else None,
-        cov1=self_cov(x1) / channels,
+        cov1=cov1,
         cov2=None if x2 is None else self_cov(x2) / channels,
         spatial_shape=spatial_shape,
         full_spatial=full_spatial,
