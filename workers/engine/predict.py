@@ -300,9 +300,9 @@ class Factorization:
         tensors = {}
         for k in ("cholesky", "evals", "evecs", "nngp_train_train"):
             if k in d:
-                a = np.asarray(d[k])
-                tensors[k] = torch.as_tensor(a, device=device,
-                                             dtype=dtype or torch.from_numpy(a[:0]).dtype)
+                tensors[k] = torch.as_tensor(np.asarray(d[k]), device=device)
+                if dtype is not None:
+                    tensors[k] = tensors[k].to(dtype)
         f = cls(
             matrix=str(np.asarray(d["matrix"])),
             n=int(np.asarray(d["n"])),
@@ -441,8 +441,11 @@ def spectral_weights(evals: Tensor, tau: float, n: int) -> Tensor:
 
 def _times(t: Times, learning_rate: float) -> tuple[tuple[int, ...], list[float]]:
     """``t`` → (leading shape, flat list of ``τ = learning_rate · t``), NT's convention."""
-    if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate)
-            and learning_rate > 0):
+    try:
+        lr = float(learning_rate)
+    except (TypeError, ValueError):
+        lr = math.nan
+    if isinstance(learning_rate, bool) or not (math.isfinite(lr) and lr > 0):
         raise PredictError(f"learning_rate must be finite and > 0, got {learning_rate!r}")
     if isinstance(t, Tensor):
         t = t.detach().cpu().numpy()
@@ -452,7 +455,7 @@ def _times(t: Times, learning_rate: float) -> tuple[tuple[int, ...], list[float]
         raise PredictError(f"t must be None, a number or a list of numbers, got {t!r}") from e
     if np.isnan(arr).any() or (arr < 0).any():
         raise PredictError("t must be >= 0 (None or inf for infinite time)")
-    return arr.shape, [float(v) * float(learning_rate) for v in arr.reshape(-1)]
+    return arr.shape, [float(v) * lr for v in arr.reshape(-1)]
 
 
 # --------------------------------------------------------------------------------------------
