@@ -98,6 +98,8 @@ def _layer(layer: dict, param: str):
         out = stax.ElementwiseNumerical(ELEMENTWISE_FNS[take("fn")],
                                         deg=take("degree", 64))
     elif t == "AvgPool":
+        # strides omitted -> NT's default, (1, ..., 1) (NOT the window shape,
+        # as SPEC §2's table says; "defaults are NT's defaults" wins here).
         ws = tuple(take("window_shape"))
         strides = take("strides", None)
         out = stax.AvgPool(ws, strides=None if strides is None else tuple(strides),
@@ -350,14 +352,20 @@ def build_cases():
         "LayerNorm without bias, zero rows (variance 0 -> eps)")
     for name, (layers, desc) in zero_cases.items():
         add(name, layers, xz1, xz2, desc)
-    # NT's ElementwiseNumerical gives NaN when an x1 row has zero variance
-    # (0/0 in its conditional-variance term); a zero row in x2 only is fine.
+    # NT's ElementwiseNumerical gives NaN for a zero-variance row: 0/0 in
+    # its conditional-variance term (nngp**2 / q11), for nngp entries of a
+    # zero x1 row and for cov2 of a zero x2 row (which poisons the next
+    # layer). With one Elementwise layer and the zero row in x2 only, NT is
+    # finite; the two-layer versions are kept to document the NaN (skipped).
     xnz1 = _x("zero1", (4, 4)).copy()
     for fn in ELEMENTWISE_FNS:
         act = A("Elementwise", fn=fn)
         add(f"zero_row_x2_only_elementwise_{fn}_nobias_ntk",
+            [D(16, 1.5), act, D(1, 1.5)], xnz1, xz2,
+            f"Elementwise {fn}, no bias, one activation layer, only x2 has an all-zero row")
+        add(f"zero_row_x2_only_elementwise_{fn}_2layer_nobias_ntk",
             [D(16, 1.5), act, D(16, 1.5), copy.deepcopy(act), D(1)], xnz1, xz2,
-            f"Elementwise {fn}, no bias, only x2 has an all-zero row")
+            f"Elementwise {fn}, no bias, two activation layers, only x2 has an all-zero row")
     add("zero_row_relu_nobias_sym_ntk", [D(16, 1.5), A("Relu"), D(16, 1.5), A("Relu"), D(1)],
         xz1, None, "Relu no bias, zero row, symmetric")
 

@@ -24,14 +24,9 @@ def dense(layer: spec.Dense, k: KernelState, parameterization: str) -> KernelSta
     with respect to W scales with the fan-in n: Θ' = n K + w_std² Θ (+ 1 with a bias).
     """
     w2, b2 = layer.w_std**2, _square(layer.b_std)
-    affine = lambda c, batch_ndim: w2 * c + b2
-    out = k.map_covariances(affine)
+    out = k.map_covariances(lambda c, batch_ndim: _affine(c, w2, b2))
     if k.ntk is not None:
-        if parameterization == "ntk":
-            ntk = out.nngp + w2 * k.ntk
-        else:
-            ntk = k.channels * k.nngp + w2 * k.ntk + (0.0 if layer.b_std is None else 1.0)
-        out = out.replace(ntk=ntk)
+        out = out.replace(ntk=_ntk_affine(k, out, k.ntk, k.channels, w2, layer.b_std, parameterization))
     return out.replace(channels=layer.out_dim, is_gaussian=True, is_input=False)
 
 
@@ -49,15 +44,11 @@ def conv(layer: spec.Conv, k: KernelState, parameterization: str) -> KernelState
                                                  strides, layer.padding)
     w2, b2 = layer.w_std**2, _square(layer.b_std)
     unscaled = k.map_covariances(window)
-    out = unscaled.map_covariances(lambda c, batch_ndim: w2 * c + b2)
+    out = unscaled.map_covariances(lambda c, batch_ndim: _affine(c, w2, b2))
     if k.ntk is not None:
-        ntk_window = window(k.ntk, 2)
-        if parameterization == "ntk":
-            ntk = out.nngp + w2 * ntk_window
-        else:
-            fan_in = k.channels * _prod(layer.filter_shape)
-            ntk = fan_in * unscaled.nngp + w2 * ntk_window + (0.0 if layer.b_std is None else 1.0)
-        out = out.replace(ntk=ntk)
+        fan_in = k.channels * _prod(layer.filter_shape)
+        out = out.replace(ntk=_ntk_affine(unscaled, out, window(k.ntk, 2), fan_in, w2, layer.b_std,
+                                          parameterization))
     return out.replace(
         channels=layer.out_chan,
         spatial_shape=_window_output(k.spatial_shape, layer.filter_shape, strides, layer.padding),
@@ -131,6 +122,21 @@ def layer_norm(layer: spec.LayerNorm, k: KernelState, parameterization: str) -> 
 def identity(layer: spec.Identity, k: KernelState, parameterization: str) -> KernelState:
     """y = x."""
     return k
+
+
+def _affine(c: Tensor, w2: float, b2: float) -> Tensor:
+    out = torch.mul(c, w2)
+    return out.add_(b2) if b2 else out
+
+
+def _ntk_affine(before: KernelState, after: KernelState, ntk: Tensor, fan_in: int, w2: float,
+                b_std: float | None, parameterization: str) -> Tensor:
+    """Θ' = K' + w_std² Θ (NTK parameterization) or n K + w_std² Θ [+ 1 with a bias] (standard),
+    K the kernel before the layer's scaling and K' after it."""
+    if parameterization == "ntk":
+        return torch.add(after.nngp, ntk, alpha=w2)
+    out = torch.mul(ntk, w2).add_(before.nngp, alpha=fan_in)
+    return out.add_(1.0) if b_std is not None else out
 
 
 # -- spatial bookkeeping ---------------------------------------------------------------------
