@@ -112,3 +112,15 @@ def test_get_returns_only_what_was_asked():
     x = np.random.default_rng(4).normal(size=(2, 3))
     assert set(kernel_fn(FC, x, get=("ntk",))) == {"ntk"}
     assert set(kernel_fn(FC, x, get=("nngp",))) == {"nngp"}
+
+
+@pytest.mark.parametrize("arch", [FC, CNN_GAP, CNN_FLAT], ids=["fc", "cnn_gap", "cnn_flatten"])
+def test_blocked_computation_equals_one_block(arch):
+    rng = np.random.default_rng(5)
+    shape = (3,) if arch is FC else (5, 4, 2)
+    x1, x2 = rng.normal(size=(9, *shape)), rng.normal(size=(4, *shape))
+    for other in (None, x2):
+        whole = kernel_fn(arch, x1, other)
+        blocked = kernel_fn(arch, x1, other, block_size=2)
+        for name in whole:
+            torch.testing.assert_close(blocked[name], whole[name], rtol=1e-12, atol=1e-14)

@@ -41,11 +41,14 @@ def kernel_fn(
     get: Sequence[str] = KERNELS,
     dtype: torch.dtype = torch.float64,
     device: str | torch.device | None = None,
+    block_size: int | None = None,
 ) -> dict[str, Tensor]:
     """K(x1, x2) and/or Θ(x1, x2) of the infinitely wide network ``spec``, each (N1, N2).
 
-    x2 = None means x2 = x1; then per-point statistics are computed once and the result is exactly
-    symmetric. Inputs are (N, d), (N, L, C) or (N, H, W, C), channels last.
+    x2 = None means x2 = x1: the result is exactly symmetric and only its upper-triangle blocks
+    are computed. Inputs are (N, d), (N, L, C) or (N, H, W, C), channels last. The matrix is
+    computed in blocks of at most ``block_size`` points a side (default: what fits the memory
+    budget, see ``default_block_size``), so memory stays bounded whatever N is.
     """
     arch = Architecture.parse(spec)
     get = tuple(get)
@@ -57,18 +60,53 @@ def kernel_fn(
     x2 = None if x2 is None else as_points(x2, dtype, device)
     check_inputs(arch, x1, x2)
 
+    size = block_size or default_block_size(arch, tuple(x1.shape[1:]), dtype)
+    n1, n2 = x1.shape[0], None if x2 is None else x2.shape[0]
+    if n1 <= size and (n2 is None or n2 <= size):
+        return _block(arch, x1, x2, get)
+    other = x1 if x2 is None else x2
+    blocks = {
+        (i0, i1, j0, j1): _block(arch, x1[i0:i1], None if n2 is None and i0 == j0 else other[j0:j1], get)
+        for i0, i1, j0, j1 in tiles(n1, n2, size)
+    }
+    return assemble(blocks, n1, n2, get)
+
+
+def _block(arch: Architecture, x1: Tensor, x2: Tensor | None, get: tuple[str, ...]) -> dict[str, Tensor]:
+    """Run the layer stack on one block of point pairs."""
     full_spatial = arch.needs_full_spatial() and x1.ndim > 2
     k = input_kernel(x1, x2, full_spatial=full_spatial, compute_ntk="ntk" in get)
     k = serial(arch.layers, k, arch.parameterization)
-
     out = {name: getattr(k, name) for name in get}
     for name, value in out.items():
         if not torch.isfinite(value).all():
-            raise NonFiniteKernel(f"the {name} kernel overflowed to a non-finite value in {dtype}: "
+            raise NonFiniteKernel(f"the {name} kernel overflowed to a non-finite value in {x1.dtype}: "
                                   "reduce w_std/b_std or the depth, or use float64")
     if x2 is None:
         out = {name: (value + value.T) / 2 for name, value in out.items()}
     return out
+
+
+BLOCK_BYTES = int(os.environ.get("NTK_BLOCK_BYTES", 1 << 30))
+MAX_BLOCK = 1024
+LIVE_COPIES = 10  # kernels and temporaries alive at once inside a layer, per pair entry
+
+
+def default_block_size(arch: Architecture, point_shape: tuple[int, ...], dtype: torch.dtype,
+                       budget: int = BLOCK_BYTES) -> int:
+    """Points per block side so that one block's working set fits ``budget`` bytes.
+
+    A pair of points carries one number per kernel for dense networks, one per position when
+    only same-position covariances are tracked, and one per pair of positions when pooling needs
+    them all: 32×32 images make that a million, which is what bounds the block. Blocks are also
+    capped at MAX_BLOCK so that symmetric matrices save work by computing only upper blocks.
+    """
+    positions = 1
+    for n in point_shape[:-1]:
+        positions *= n
+    per_pair = positions**2 if arch.needs_full_spatial() else positions
+    bytes_per_pair = per_pair * LIVE_COPIES * torch.finfo(dtype).bits // 8
+    return max(1, min(MAX_BLOCK, int((budget / bytes_per_pair) ** 0.5)))
 
 
 def check_inputs(arch: Architecture, x1: Tensor, x2: Tensor | None) -> None:
