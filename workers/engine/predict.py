@@ -711,11 +711,13 @@ def predict_from_spec(spec: dict, x_train: ArrayLike, y_train: ArrayLike, x_test
     :func:`required_kernels` names), factorize and :func:`predict`: the local equivalent of NT
     ``gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate, diag_reg,
     diag_reg_absolute_scale)(t, x_test, kernel, compute_cov)``. ``extras`` holds
-    ``max_learning_rate`` when the NTK train-train block was computed."""
+    ``max_learning_rate``."""
     from workers.engine import kernel_fn  # late import: the kernel engine is optional here
 
     need = required_kernels(kernel, compute_cov)
-    k_dd = kernel_fn(spec, x_train, None, get=need["train_train"], dtype=dtype, device=device)
+    # The NTK of the training set is always computed: it gives max_learning_rate.
+    train_kernels = tuple(sorted(set(need["train_train"]) | {"ntk"}))
+    k_dd = kernel_fn(spec, x_train, None, get=train_kernels, dtype=dtype, device=device)
     k_td = kernel_fn(spec, x_test, x_train, get=need["test_train"], dtype=dtype, device=device)
     k_tt = (kernel_fn(spec, x_test, None, get=need["test_test"], dtype=dtype, device=device)
             if need["test_test"] else None)
@@ -724,8 +726,6 @@ def predict_from_spec(spec: dict, x_train: ArrayLike, y_train: ArrayLike, x_test
                      dtype=dtype, device=device)
     out = predict(fact, y_train, k_td, k_tt, kernel=kernel, t=t, learning_rate=learning_rate,
                   compute_cov=compute_cov)
-    if "ntk" in k_dd:
-        y_size = int(np.prod(np.shape(y_train))) if not isinstance(y_train, Tensor) \
-            else y_train.numel()
-        out.extras["max_learning_rate"] = max_learning_rate(k_dd["ntk"], y_size)
+    y_size = int(np.prod(np.shape(y_train))) if not isinstance(y_train, Tensor) else y_train.numel()
+    out.extras["max_learning_rate"] = max_learning_rate(k_dd["ntk"], y_size)
     return out

@@ -1,0 +1,21 @@
+"""``ntk worker [--device cuda:0]``: one worker process, for a deployment with its own Redis."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("worker", help="run one worker process against NTK_REDIS_URL")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: NTK_DEVICE, else auto)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if args.device:
+        os.environ["NTK_DEVICE"] = args.device  # read by the settings the worker loads
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker[%(process)d] %(levelname)s %(message)s")
+    from workers.runtime import run as run_worker
+
+    return run_worker()
