@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -73,6 +74,10 @@ def run(args) -> int:
     from service.app import create_app
     from service.settings import Settings
 
+    # uvicorn shuts down on SIGTERM and then re-raises it to the handler it found: make that handler
+    # (and a SIGTERM before uvicorn runs) unwind the stack below, stopping the children, rather
+    # than kill this process outright
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     settings = Settings()
     env = dict(os.environ)
     with ExitStack() as stack:

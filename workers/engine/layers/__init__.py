@@ -18,4 +18,9 @@ LAYERS = {
     "LeakyRelu": elementwise.leaky_relu,
     "ABRelu": elementwise.ab_relu,
     "Abs": elementwise.abs_,
+    "Sign": elementwise.sign,
+    "Erf": elementwise.erf,
+    "Gelu": elementwise.gelu,
+    "Sin": elementwise.sin,
+    "Elementwise": elementwise.elementwise_numerical,
 }

@@ -166,43 +166,59 @@ def _window_output(shape, window, strides, padding) -> tuple[int, ...]:
     return tuple(-(-n // s) for n, s in zip(shape, strides))
 
 
-def _pad(c: Tensor, dim: int, window: int, stride: int, padding: str) -> Tensor:
-    """Pad one position axis as the finite network pads its input (zeros, or wrapping around)."""
-    if padding == "VALID":
-        return c
-    n = c.shape[dim]
-    lo, hi = _same_pads(n, window, stride)
+def _tap_sum(c: Tensor, dims: tuple[int, ...], window: int, stride: int, padding: str) -> Tensor:
+    """Σ_f c[s·i + f − lo] over window taps f, the same tap on every axis in ``dims``.
+
+    Positions outside the input contribute zero (SAME padding); CIRCULAR wraps the input first.
+    Each tap is one strided slice added into the output: no padded copy of a P×P covariance.
+    """
     if padding == "CIRCULAR":
+        n = c.shape[dims[0]]
+        lo, hi = _same_pads(n, window, stride)
         index = torch.arange(-lo, n + hi, device=c.device) % n
-        return c.index_select(dim, index)
-    zeros = lambda size: c.new_zeros(c.shape[:dim] + (size,) + c.shape[dim + 1:])
-    return torch.cat([zeros(lo), c, zeros(hi)], dim)
-
-
-def _taps(c: Tensor, dims: tuple[int, ...], offset: int, window: int, stride: int, out: int) -> Tensor:
-    """c[..., s·i + offset, ...] along each of ``dims`` (the same offset on every one)."""
-    index = [slice(None)] * c.ndim
-    for d in dims:
-        index[d] = slice(offset, offset + stride * (out - 1) + 1, stride)
-    return c[tuple(index)]
+        for d in dims:
+            c = c.index_select(d, index)
+        padding = "VALID"
+    n = c.shape[dims[0]]
+    lo = _same_pads(n, window, stride)[0] if padding == "SAME" else 0
+    size = _window_output((n,), (window,), (stride,), padding)[0]
+    # Output positions i whose input position s·i + f − lo lies inside [0, n), per tap f; a tap
+    # that covers every output goes first, so the output starts as its copy instead of zeros.
+    ranges = [(f, max(0, -((f - lo) // stride)), min(size, (n - 1 - f + lo) // stride + 1))
+              for f in range(window)]
+    ranges.sort(key=lambda r: (r[1], r[2]) != (0, size))
+    out = None
+    for f, first, last in ranges:
+        if first >= last:
+            continue
+        start = stride * first + f - lo
+        source, target = [slice(None)] * c.ndim, [slice(None)] * c.ndim
+        for d in dims:
+            source[d] = slice(start, start + stride * (last - first - 1) + 1, stride)
+            target[d] = slice(first, last)
+        if out is None and (first, last) == (0, size):
+            out = c[tuple(source)].clone()
+            continue
+        if out is None:
+            shape = list(c.shape)
+            for d in dims:
+                shape[d] = size
+            out = c.new_zeros(shape)
+        out[tuple(target)] += c[tuple(source)]
+    return out
 
 
 def _shifted_mean(c: Tensor, batch_ndim: int, full_spatial: bool, window, strides, padding) -> Tensor:
     """The convolution's kernel map: mean over filter taps f of c[s·i + f, s·i' + f]."""
     for axis, (w, s) in enumerate(zip(window, strides)):
         dims = (batch_ndim + 2 * axis, batch_ndim + 2 * axis + 1) if full_spatial else (batch_ndim + axis,)
-        for d in dims:
-            c = _pad(c, d, w, s, padding)
-        out = (c.shape[dims[0]] - w) // s + 1
-        c = sum(_taps(c, dims, f, w, s, out) for f in range(w)) / w
-    return c
+        c = _tap_sum(c, dims, w, s, padding)
+    return c.mul_(1.0 / _prod(window))
 
 
 def _window_mean(c: Tensor, batch_ndim: int, window, strides, padding) -> Tensor:
     """The pooling's kernel map: mean over independent window offsets at both ends of a pair."""
     for axis, (w, s) in enumerate(zip(window, strides)):
         for d in (batch_ndim + 2 * axis, batch_ndim + 2 * axis + 1):
-            c = _pad(c, d, w, s, padding)
-            out = (c.shape[d] - w) // s + 1
-            c = sum(_taps(c, (d,), f, w, s, out) for f in range(w)) / w
-    return c
+            c = _tap_sum(c, (d,), w, s, padding)
+    return c.mul_(1.0 / _prod(window) ** 2)

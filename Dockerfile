@@ -1,0 +1,14 @@
+# One image for the API and the workers; TORCH_BUILD picks the torch wheel (cpu, or cu124 for GPUs).
+FROM python:3.11-slim
+ARG TORCH_BUILD=cpu
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY docker docker
+COPY cli cli
+COPY service service
+COPY workers workers
+RUN docker/install.sh "$TORCH_BUILD" && useradd --system --no-create-home ntk
+USER ntk
+EXPOSE 8000
+CMD ["ntk", "serve", "--host", "0.0.0.0", "--port", "8000", "--workers", "0"]

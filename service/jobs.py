@@ -1,0 +1,138 @@
+"""Jobs seen from the API: submit (single flight), wait a while, render, answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import datetime, timezone
+
+import numpy as np
+from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+
+from service.problems import Problem, respond
+from workers import keys
+from workers.broker import PLAN, enqueue
+from workers.codec import pack, unpack
+from workers.jobstate import TERMINAL, end_call, submit_call
+from workers.plan import request_key
+
+NPZ = "application/x-npz"
+
+
+def wants_npz(request: Request) -> bool:
+    return NPZ in request.headers.get("Accept", "")
+
+
+async def submit(request: Request, kind: str, job_request: dict, inline: dict[str, bytes]) -> tuple[str, bool]:
+    """The id of the job answering this request, and whether it was already there (answered or
+    running): then nothing is computed for this call, which is what ``cached`` reports."""
+    state = request.app.state
+    r = state.redis
+    key = request_key(job_request)
+    answered = await r.get(keys.answer(key))
+    if answered is not None and await r.exists(keys.job(answered.decode()), keys.job_result(answered.decode())) == 2:
+        state.metrics.answer_cache_hits.inc()
+        return answered.decode(), True
+    job_id = uuid.uuid4().hex
+    script_keys, args = submit_call(job_id, kind, job_request, key)
+    owner = (await state.submit(keys=script_keys, args=args)).decode()
+    if owner != job_id:
+        return owner, True
+    if inline:
+        await r.hset(keys.job_inputs(job_id), mapping=inline)
+    await run_in_threadpool(enqueue, state.broker, PLAN, job_id)  # the broker's client blocks
+    return job_id, False
+
+
+async def read(r, job_id: str) -> dict | None:
+    pipe = r.pipeline(transaction=False)
+    pipe.hgetall(keys.job(job_id))
+    pipe.scard(keys.job_tiles_done(job_id))
+    fields, done = await pipe.execute()
+    if not fields:
+        return None
+    job = {k.decode(): v.decode() for k, v in fields.items()}
+    job["done"] = done
+    return job
+
+
+async def wait_for(r, job_id: str, seconds: float) -> dict:
+    """The job once it ends, or as it is after ``seconds``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    delay = 0.005
+    while True:
+        job = await read(r, job_id)
+        if job is None or job["status"] in TERMINAL or loop.time() >= deadline:
+            return job
+        await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+        delay = min(delay * 1.5, 0.1)
+
+
+def _time(value: str | None) -> str | None:
+    if not value:
+        return None
+    return datetime.fromtimestamp(float(value), timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def render(job: dict) -> dict:
+    total = int(job.get("total", 0))
+    done = total if job["status"] == "succeeded" else min(int(job.get("done", 0)), total)
+    return {"id": job["id"], "kind": job["kind"], "status": job["status"],
+            "progress": {"done": done, "total": total},
+            "created_at": _time(job.get("created_at")), "started_at": _time(job.get("started_at")),
+            "finished_at": _time(job.get("finished_at")),
+            "error": json.loads(job["error"]) if job.get("error") else None}
+
+
+def not_found(job_id: str) -> Problem:
+    return Problem(404, "Not found", f"no job {job_id} (finished jobs are kept for NTK_JOB_TTL_S)")
+
+
+async def conclude(request: Request, job: dict, *, joined: bool) -> Response:
+    """What a POST or GET .../result answers for a job: its answer, its problem, or 202/409."""
+    if job["status"] == "succeeded":
+        return await answer(request, job, cached=joined)
+    if job["status"] == "failed":
+        return respond(json.loads(job["error"]))
+    if job["status"] == "cancelled":
+        raise Problem(409, "Job cancelled", f"job {job['id']} was cancelled before it finished")
+    return JSONResponse({"job": render(job)}, status_code=202, headers={"Location": f"/v1/jobs/{job['id']}"})
+
+
+async def answer(request: Request, job: dict, *, cached: bool) -> Response:
+    data = await request.app.state.redis.get(keys.job_result(job["id"]))
+    if data is None:
+        raise Problem(410, "Result expired", f"the result of job {job['id']} was evicted or expired: send the "
+                      "request again (cached tiles make that cheap)")
+    meta = json.loads(job["answer"])
+    meta["cached"] = meta["cached"] or cached
+    return await run_in_threadpool(encode_answer, data, meta, wants_npz(request))
+
+
+def encode_answer(data: bytes, meta: dict, npz: bool) -> Response:
+    arrays = unpack(data)
+    if npz:
+        scalars = {name: np.asarray([np.inf if v is None else v for v in value] if name == "t" and
+                                    isinstance(value, list) else value)
+                   for name, value in meta.items() if value is not None}
+        return Response(pack(**arrays, **scalars), media_type=NPZ)
+    return JSONResponse({**meta, **{name: a.tolist() for name, a in arrays.items()}})
+
+
+async def cancel(request: Request, job: dict) -> None:
+    script_keys, args = end_call(job["id"], job["request_key"], "cancelled", request.app.state.settings.job_ttl_s)
+    await request.app.state.end(keys=script_keys, args=args)
+
+
+
+async def compute(request: Request, kind: str, job_request: dict, inline: dict[str, bytes], wait: float) -> Response:
+    """Submit, wait up to ``wait`` seconds, answer 200 (or the job's problem) or 202 with the job."""
+    job_id, joined = await submit(request, kind, job_request, inline)
+    job = await wait_for(request.app.state.redis, job_id, wait)
+    if job is None:  # its keys expired between submit and now: only with absurdly small TTLs
+        raise Problem(503, "Job lost", f"job {job_id} vanished from Redis; send the request again")
+    return await conclude(request, job, joined=joined)

@@ -1,0 +1,46 @@
+"""/healthz (the process answers), /readyz (Redis answers and a worker is alive), /metrics."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from service import deps
+from service.problems import respond
+from workers import keys
+from workers.jobstate import problem
+
+router = APIRouter(tags=["health"])
+
+FORGET_WORKERS_S = 3600  # prune workers silent this long from the live-worker set
+
+
+@router.get("/healthz")
+async def healthz():
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(settings: deps.SettingsDep, r: deps.RedisDep):
+    now = time.time()
+    try:
+        pipe = r.pipeline(transaction=False)
+        pipe.zremrangebyscore(keys.WORKERS, 0, now - FORGET_WORKERS_S)
+        pipe.zcount(keys.WORKERS, now - settings.live_worker_s, "+inf")
+        _, workers = await pipe.execute()
+    except redis.RedisError as e:
+        return respond(problem(503, "Not ready", f"Redis does not answer: {e}"), {"Retry-After": "1"})
+    if workers == 0:
+        return respond(problem(503, "Not ready", f"no live worker (none reported within {settings.live_worker_s:g} s)"),
+                       {"Retry-After": "1"})
+    return JSONResponse({"status": "ready", "workers": workers})
+
+
+@router.get("/metrics")
+async def metrics(request: Request, settings: deps.SettingsDep, r: deps.RedisDep):
+    body = await request.app.state.metrics.scrape(r, settings.live_worker_s)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,34 @@
+"""POST /v1/predict: the infinite ensemble's mean and covariance after training for time t."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from service import deps, jobs
+from service.inputs import Inputs, fits, same_features, within_limit
+from service.routers.kernels import WAIT
+from service.schemas import Accepted, PredictAnswer, PredictRequest, ProblemDetails
+
+router = APIRouter(prefix="/v1", tags=["predict"], dependencies=[Depends(deps.authorize), Depends(deps.json_body)])
+
+ANSWERS = {200: {"model": PredictAnswer, "content": {jobs.NPZ: {}}}, 202: {"model": Accepted},
+           422: {"model": ProblemDetails}}
+
+
+@router.post("/predict", responses=ANSWERS)
+async def predict(body: PredictRequest, request: Request, settings: deps.SettingsDep, redis: deps.RedisDep,
+                  wait: float = WAIT):
+    inputs = Inputs(redis)
+    x_train = await inputs.points(body.x_train, "x_train")
+    y_train = await inputs.targets(body.y_train, "y_train", x_train["shape"][0])
+    x_test = await inputs.points(body.x_test, "x_test")
+    same_features(x_test, x_train, "x_test", "x_train")
+    within_limit(x_train["shape"][0] + x_test["shape"][0], settings.max_points, "x_train")
+    job_request = {
+        "kind": "predict", "architecture": fits(body.architecture, x_train["shape"][1:]),
+        "dtype": body.dtype or settings.dtype, "x_train": x_train, "y_train": y_train, "x_test": x_test,
+        "kernel": body.kernel, "targets": body.targets, "t": body.t, "learning_rate": body.learning_rate,
+        "diag_reg": body.diag_reg, "diag_reg_absolute_scale": body.diag_reg_absolute_scale,
+        "compute_cov": body.compute_cov,
+    }
+    return await jobs.compute(request, "predict", job_request, inputs.inline, wait)

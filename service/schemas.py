@@ -1,0 +1,122 @@
+"""The REST schema (SPEC §3) as pydantic models: they validate requests and document /docs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+
+from workers.engine.monte_carlo import DEFAULT_SAMPLES, MAX_SAMPLES
+from workers.engine.spec import Architecture
+
+Kernel = Literal["nngp", "ntk"]
+DType = Literal["float32", "float64"]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Time = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetRef(Strict):
+    dataset: str = Field(description="id of an uploaded dataset (its 64-hex content hash)")
+    field: Literal["x", "y"] = "x"
+
+
+def _array_kind(value: Any) -> str:
+    return "dataset-ref" if isinstance(value, (dict, DatasetRef)) else "inline"
+
+
+ArrayRef = Annotated[
+    Union[Annotated[DatasetRef, Tag("dataset-ref")], Annotated[list[Any], Tag("inline")]],
+    Discriminator(_array_kind),
+]
+
+
+Times = Annotated[
+    Union[Annotated[Time, Tag("time")], Annotated[list[Time | None], Field(min_length=1, max_length=10_000), Tag("times")]],
+    Discriminator(lambda value: "times" if isinstance(value, list) else "time"),
+]
+
+
+class KernelRequest(Strict):
+    architecture: Architecture
+    x1: ArrayRef
+    x2: ArrayRef | None = Field(None, description="default: x1 (a symmetric Gram matrix)")
+    get: list[Kernel] = Field(["nngp", "ntk"], min_length=1, max_length=2)
+    dtype: DType | None = Field(None, description="default: NTK_DTYPE")
+    method: Literal["analytic", "monte_carlo"] = "analytic"
+    samples: int | None = Field(None, ge=2, le=MAX_SAMPLES,
+                                description=f"Monte Carlo: random networks (default {DEFAULT_SAMPLES})")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Monte Carlo: seed (default 0)")
+
+
+class PredictRequest(Strict):
+    architecture: Architecture
+    x_train: ArrayRef
+    y_train: ArrayRef
+    x_test: ArrayRef
+    kernel: Literal["ntk", "nngp", "ntkgp"] = "ntk"
+    targets: Literal["one_hot"] | None = Field(None, description="y_train holds class labels")
+    t: Times | None = Field(None, description="training time; null is t = ∞ (also inside a list)")
+    learning_rate: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    diag_reg: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    diag_reg_absolute_scale: bool = False
+    compute_cov: bool = True
+    dtype: DType | None = None
+
+
+class Progress(BaseModel):
+    done: int
+    total: int
+
+
+class Job(BaseModel):
+    id: str
+    kind: Literal["kernels", "predict"]
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    progress: Progress
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    error: dict | None = Field(None, description="a problem object when the job failed")
+
+
+class Accepted(BaseModel):
+    job: Job
+
+
+class KernelAnswer(BaseModel):
+    id: str
+    shape: list[int]
+    nngp: list[list[float]] | None = None
+    ntk: list[list[float]] | None = None
+    nngp_stderr: list[list[float]] | None = None
+    ntk_stderr: list[list[float]] | None = None
+    cached: bool
+
+
+class PredictAnswer(BaseModel):
+    t: float | list[float | None] | None
+    mean: list
+    covariance: list | None = None
+    variance: list | None = None
+    labels: list | None = None
+    max_learning_rate: float
+
+
+class Dataset(BaseModel):
+    id: str
+    x_shape: list[int]
+    y_shape: list[int] | None
+    dtype: str
+    bytes: int
+
+
+class ProblemDetails(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[dict] | None = None

@@ -1,0 +1,77 @@
+"""The Dramatiq broker both sides share, and the poison-task guard.
+
+The API only enqueues (``enqueue`` builds the message an actor's ``send`` would), so it never
+imports the actors and their torch code paths; the workers declare the actors (workers.tasks).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import Middleware, Retries, SkipMessage
+
+from service.settings import Settings
+from workers import keys
+from workers.jobstate import Jobs, problem
+
+QUEUE = "ntk"
+PLAN, TILE, FINISH = "plan_job", "compute_tile", "finish_job"
+
+log = logging.getLogger("ntk.worker")
+
+
+def transient(retries: int, exception: BaseException) -> bool:
+    """Retry only a lost Redis connection; a task's own failure ends its job instead."""
+    return retries < 5 and isinstance(exception, (redis.ConnectionError, redis.TimeoutError))
+
+
+def build_broker(settings: Settings, *, guard: bool = False) -> RedisBroker:
+    """The broker; ``guard`` adds the poison-task guard (workers only).
+
+    No TimeLimit middleware: a tile may take as long as it takes. The heartbeat timeout and the
+    maintenance chance decide how soon a dead worker's unacknowledged task goes back to the queue:
+    idle workers poll about once a second, so maintenance runs within seconds of the timeout.
+    """
+    middleware = [Retries(retry_when=transient, min_backoff=500, max_backoff=10_000)]
+    if guard:
+        middleware.append(PoisonGuard(settings))
+    return RedisBroker(url=settings.broker, middleware=middleware,
+                       heartbeat_timeout=int(settings.heartbeat_timeout_s * 1000),
+                       maintenance_chance=settings.maintenance_chance)
+
+
+def enqueue(broker: RedisBroker, actor: str, *args) -> None:
+    broker.enqueue(dramatiq.Message(queue_name=QUEUE, actor_name=actor, args=args, kwargs={}, options={}))
+
+
+class PoisonGuard(Middleware):
+    """Counts each task's deliveries in Redis; one delivered ``poison_deliveries`` times without
+    finishing has killed its worker that often (OOM, a segfault in a kernel), so its job fails
+    with a clear error instead of the task looping through every worker forever."""
+
+    def __init__(self, settings: Settings):
+        self.limit = settings.poison_deliveries
+        self.redis = redis.Redis.from_url(settings.redis)
+        self.jobs = Jobs(self.redis, settings.job_ttl_s)
+
+    def before_process_message(self, broker, message):
+        key = keys.deliveries(message.message_id)
+        deliveries, _ = self.redis.pipeline().incr(key).expire(key, 86400).execute()
+        if deliveries > self.limit:
+            job = self.jobs.get(message.args[0])
+            log.error("task %s of job %s delivered %d times; failing the job", message.actor_name,
+                      message.args[0], deliveries)
+            if job:
+                self.jobs.fail(job, problem(500, "Task keeps crashing its worker",
+                                            f"a {message.actor_name} task of this job killed its worker "
+                                            f"{deliveries - 1} times (out of memory?); try smaller inputs "
+                                            "or a smaller NTK_TILE"))
+            raise SkipMessage()
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        self.redis.delete(keys.deliveries(message.message_id))
+
+    after_skip_message = after_process_message

@@ -1,0 +1,77 @@
+"""The Redis key layout, shared by the API and the workers.
+
+Under ``maxmemory-policy volatile-lru`` only keys with a TTL can be evicted, so the TTL is the
+durability class: datasets, active jobs, the live-worker set and Dramatiq's queue keys have none
+and are never evicted; tiles, factorizations and finished jobs' results have one and are
+recomputed (or re-requested) when evicted.
+"""
+
+from __future__ import annotations
+
+PREFIX = "ntk"
+
+# no TTL: kept until deleted
+ACTIVE_JOBS = f"{PREFIX}:jobs:active"      # zset job id -> time of its last progress (the watchdog's view)
+WORKERS = f"{PREFIX}:workers"              # zset worker id -> time of its last beat
+STATS = f"{PREFIX}:stats"                  # hash of counters the workers produce, exposed by /metrics
+
+
+def dataset(dataset_id: str) -> str:
+    """hash: meta (JSON), x and y (npy bytes)."""
+    return f"{PREFIX}:dataset:{dataset_id}"
+
+
+def job(job_id: str) -> str:
+    """hash: status, kind, times, progress total, request (JSON), answer meta, error (JSON)."""
+    return f"{PREFIX}:job:{job_id}"
+
+
+def job_inputs(job_id: str) -> str:
+    """hash: digest -> npy bytes of the arrays a job was sent inline."""
+    return f"{PREFIX}:job:{job_id}:inputs"
+
+
+def job_tiles_done(job_id: str) -> str:
+    """set of the tile keys this job found or computed (its progress)."""
+    return f"{PREFIX}:job:{job_id}:done"
+
+
+def job_result(job_id: str) -> str:
+    """npz bytes of the answer's arrays (TTL once the job ends)."""
+    return f"{PREFIX}:job:{job_id}:result"
+
+
+def inflight(request_key: str) -> str:
+    """the id of the job computing this request now: identical requests join it (single flight)."""
+    return f"{PREFIX}:inflight:{request_key}"
+
+
+def answer(request_key: str) -> str:
+    """the id of the last job that answered this request (TTL): a repeat is served from its result."""
+    return f"{PREFIX}:answer:{request_key}"
+
+
+def deliveries(message_id: str) -> str:
+    """how often a task was delivered without finishing (the poison-task guard)."""
+    return f"{PREFIX}:deliveries:{message_id}"
+
+
+def watchdog_lock(job_id: str) -> str:
+    return f"{PREFIX}:watchdog:{job_id}"
+
+
+# TTL: cache entries, evictable
+def tile(block_id: str, tile: tuple[int, int, int, int]) -> str:
+    """npz bytes of one tile of a Gram matrix, both kernels."""
+    i0, i1, j0, j1 = tile
+    return f"{PREFIX}:tile:{block_id}:{i0}-{i1}:{j0}-{j1}"
+
+
+def factorization(key: str) -> str:
+    """npz bytes of a train kernel's factorization (predict.Factorization.to_arrays)."""
+    return f"{PREFIX}:factorization:{key}"
+
+
+def max_learning_rate(block_id: str) -> str:
+    """the train NTK's max learning rate per target entry (it scales linearly with y_train.size)."""
+    return f"{PREFIX}:max-lr:{block_id}"

@@ -1,0 +1,235 @@
+"""The Dramatiq actors: plan a job, compute its tiles (fanned out), and join them (assemble/solve).
+
+    plan_job ──► compute_tile × (missing tiles) ──► finish_job
+                 (the task completing the set enqueues the join)
+
+The join verifies that every tile it needs is still in Redis; evicted ones are re-enqueued (and,
+should memory be too small to ever hold them all at once, computed by the join itself). Every
+task checks its job first, so a cancelled job's remaining tasks end at once: workers stop within
+one tile. Importing this module configures the global broker: it is what ``ntk worker`` runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import contextmanager
+
+import dramatiq
+import redis
+
+from service.settings import get_settings
+from workers import compute, keys
+from workers.broker import FINISH, PLAN, QUEUE, TILE, build_broker, enqueue
+from workers.codec import pack, unpack
+from workers.engine import NonFiniteKernel, SpecError, resolve_device
+from workers.engine.predict import (
+    Factorization, NotPositiveDefinite, PredictError, factorization_key, factorize, max_learning_rate, method_for,
+)
+from workers.jobstate import Jobs, problem
+from workers.plan import Block, blocks
+from workers.store import MissingInput, Store
+
+log = logging.getLogger("ntk.worker")
+
+settings = get_settings()
+broker = build_broker(settings, guard=True)
+dramatiq.set_broker(broker)
+store = Store(redis.Redis.from_url(settings.redis), broker, settings.cache_ttl_s)
+jobs = Jobs(store.redis, settings.job_ttl_s)
+device = resolve_device(settings.device)
+
+# How often the join sends evicted tiles back to the queue before computing them itself: under a
+# maxmemory too small for all of a job's tiles at once, re-enqueueing alone would loop forever.
+REQUEUE_ROUNDS = 2
+
+
+@contextmanager
+def failing_job(job: dict):
+    """Turn what a job's inputs can cause into the job's problem; leave a lost Redis to Retries."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError):
+        raise
+    except compute.Cancelled:
+        pass
+    except SpecError as e:
+        jobs.fail(job, problem(422, "Invalid architecture", str(e), errors=e.errors))
+    except NonFiniteKernel as e:
+        jobs.fail(job, problem(422, "Non-finite kernel", str(e)))
+    except NotPositiveDefinite as e:
+        jobs.fail(job, problem(422, "Not positive definite", str(e)))
+    except PredictError as e:
+        jobs.fail(job, problem(422, "Invalid prediction", str(e)))
+    except MissingInput as e:
+        jobs.fail(job, problem(422, "Input deleted", str(e)))
+    except redis.RedisError as e:  # e.g. out of memory with nothing evictable
+        jobs.fail(job, problem(503, "Redis refused a write", f"{type(e).__name__}: {e}"))
+    except Exception as e:
+        log.exception("job %s failed", job["id"])
+        jobs.fail(job, problem(500, "Internal error", f"{type(e).__name__}: {e}"))
+
+
+def running_job(job_id: str) -> dict | None:
+    """The job, when its tasks should still run (not cancelled, failed or done)."""
+    job = jobs.get(job_id)
+    return job if job.get("status") == "running" else None
+
+
+def needed_blocks(request: dict) -> list[Block]:
+    """The blocks the join will read: a prediction whose train factorization (and max learning
+    rate) are cached needs no train-train tiles."""
+    need = blocks(request)
+    if request["kind"] == "predict" and store.redis.exists(factorization_cache_key(request, need),
+                                                          keys.max_learning_rate(need["train_train"].id)) == 2:
+        del need["train_train"]
+    return list(need.values())
+
+
+def factorization_cache_key(request: dict, need: dict[str, Block]) -> str:
+    return keys.factorization(factorization_key(
+        need["train_train"].id, request["kernel"], diag_reg=request["diag_reg"],
+        diag_reg_absolute_scale=request["diag_reg_absolute_scale"], method=method_for(request["t"]),
+        compute_cov=request["compute_cov"], dtype=request["dtype"]))
+
+
+def ensure_tile(job: dict, request: dict, block: Block, tile) -> dict:
+    """The tile's values, computed and cached unless Redis holds them."""
+    key = keys.tile(block.id, tile)
+    values = store.get(key)
+    if values is None:
+        x1 = store.array(job["id"], block.x1)
+        x2 = None if block.x2 is None else store.array(job["id"], block.x2)
+        values = compute.tile_values(request, block, tile, x1, x2, device,
+                                     cancelled=lambda: running_job(job["id"]) is None)
+        store.put(key, **values)
+        store.count("tiles_computed")
+        store.redis.hincrby(keys.job(job["id"]), "computed", 1)
+    return values
+
+
+@dramatiq.actor(actor_name=PLAN, queue_name=QUEUE, priority=0)
+def plan_job(job_id: str) -> None:
+    if jobs.start(job_id) != "running":
+        return
+    job = jobs.get(job_id)
+    with failing_job(job):
+        request = json.loads(job["request"])
+        store.redis.hsetnx(keys.job(job_id), "tile", settings.tile)
+        size = int(store.redis.hget(keys.job(job_id), "tile"))
+        wanted = [(block, tile) for block in needed_blocks(request) for tile in block.tiles(size)]
+        tile_keys = [keys.tile(block.id, tile) for block, tile in wanted]
+        present = store.present(tile_keys)
+        store.set_total(job_id, len(wanted), [k for k, p in zip(tile_keys, present) if p])
+        store.count("cache_hits", sum(present))
+        store.count("cache_misses", len(present) - sum(present))
+        jobs.touch(job_id)
+        missing = [(block, tile) for (block, tile), p in zip(wanted, present) if not p]
+        for block, tile in missing:
+            enqueue(broker, TILE, job_id, block.name, list(tile))
+        if not missing:
+            store.enqueue_finish(job_id)
+
+
+@dramatiq.actor(actor_name=TILE, queue_name=QUEUE, priority=10)
+def compute_tile(job_id: str, block_name: str, tile: list[int]) -> None:
+    job = running_job(job_id)
+    if job is None:
+        return
+    with failing_job(job):
+        request = json.loads(job["request"])
+        block = blocks(request)[block_name]
+        ensure_tile(job, request, block, tuple(tile))
+        store.tile_done(job_id, keys.tile(block.id, tuple(tile)))
+        jobs.touch(job_id)
+
+
+def gather(job: dict, request: dict, need: list[Block]) -> dict[str, dict] | None:
+    """Every tile of the needed blocks, by block name and tile; None when evicted tiles went back
+    to the queue (the join runs again once they are done)."""
+    size = int(job["tile"])
+    wanted = [(block, tile) for block in need for tile in block.tiles(size)]
+    tile_keys = [keys.tile(block.id, tile) for block, tile in wanted]
+    values = store.tiles(tile_keys)
+    missing = [i for i, v in enumerate(values) if v is None]
+    rounds = int(job.get("requeues", 0))
+    if missing and rounds < REQUEUE_ROUNDS:
+        log.info("job %s: %d evicted tiles go back to the queue", job["id"], len(missing))
+        pipe = store.redis.pipeline()
+        pipe.hincrby(keys.job(job["id"]), "requeues", 1)
+        pipe.hset(keys.job(job["id"]), "total", len(wanted))
+        pipe.srem(keys.job_tiles_done(job["id"]), *[tile_keys[i] for i in missing])
+        pipe.hdel(keys.job(job["id"]), "finish_enqueued")
+        pipe.execute()
+        for i in missing:
+            block, tile = wanted[i]
+            enqueue(broker, TILE, job["id"], block.name, list(tile))
+        return None
+    out: dict[str, dict] = {block.name: {} for block in need}
+    for (block, tile), value in zip(wanted, values):
+        if value is None:
+            if running_job(job["id"]) is None:
+                return None
+            value = ensure_tile(job, request, block, tile)
+        out[block.name][tile] = value
+    return out
+
+
+@dramatiq.actor(actor_name=FINISH, queue_name=QUEUE, priority=0)
+def finish_job(job_id: str) -> None:
+    job = running_job(job_id)
+    if job is None:
+        return
+    jobs.touch(job_id)
+    with failing_job(job):
+        request = json.loads(job["request"])
+        finish = finish_kernels if request["kind"] == "kernels" else finish_predict
+        finish(job, request)
+
+
+def finish_kernels(job: dict, request: dict) -> None:
+    block = blocks(request)["kernel"]
+    tiles = gather(job, request, [block])
+    if tiles is None:
+        return
+    matrices = compute.assemble_block(block, tiles[block.name], device)
+    names = [name for name in matrices if name.removesuffix("_stderr") in request["get"]]
+    succeed(job, {name: matrices[name].cpu().numpy() for name in names},
+            {"id": block.id, "shape": list(block.shape)})
+
+
+def finish_predict(job: dict, request: dict) -> None:
+    need = blocks(request)
+    fact_key = factorization_cache_key(request, need)
+    lr_key = keys.max_learning_rate(need["train_train"].id)
+    cached_fact, cached_lr = store.redis.mget([fact_key, lr_key])
+    read = [need["test_train"]] + ([need["test_test"]] if "test_test" in need else [])
+    if cached_fact is None or cached_lr is None:
+        read.append(need["train_train"])
+    tiles = gather(job, request, read)
+    if tiles is None:
+        return
+    if cached_fact is not None and cached_lr is not None:
+        fact = Factorization.from_arrays(unpack(cached_fact), device=device)
+        lr_per_target = float(cached_lr)
+    else:
+        train = compute.assemble_block(need["train_train"], tiles["train_train"], device)
+        fact = factorize(train, request["kernel"], diag_reg=request["diag_reg"],
+                         diag_reg_absolute_scale=request["diag_reg_absolute_scale"],
+                         method=method_for(request["t"]), dtype=compute.torch_dtype(request["dtype"]), device=device)
+        store.put(fact_key, **fact.to_arrays())
+        # max_learning_rate is linear in y_train.size: cache it per target entry
+        lr_per_target = max_learning_rate(train["ntk"], 1)
+        store.redis.set(lr_key, repr(lr_per_target), ex=settings.cache_ttl_s)
+    y, labels = compute.targets(request, store.array(job["id"], request["y_train"]))
+    test_train = compute.assemble_block(need["test_train"], tiles["test_train"], device)
+    test_test = compute.assemble_block(need["test_test"], tiles["test_test"], device) if "test_test" in need else None
+    arrays = compute.prediction(request, fact, y, test_train, test_test)
+    succeed(job, arrays, {"t": request["t"], "max_learning_rate": lr_per_target * y.size, "labels": labels})
+
+
+def succeed(job: dict, arrays: dict, answer: dict) -> None:
+    """Store the answer's arrays, then end the job: whoever sees "succeeded" finds the result."""
+    store.redis.set(keys.job_result(job["id"]), pack(**arrays))
+    cached = int(store.redis.hget(keys.job(job["id"]), "computed") or 0) == 0
+    jobs.end(job, "succeeded", answer={**answer, "cached": cached})
