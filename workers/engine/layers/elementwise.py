@@ -77,10 +77,16 @@ def ab_relu_pair(a: float, b: float) -> PairFn:
     mean_slope2 = (a**2 + b**2) / 2
 
     def pair(c: Tensor, q1: Tensor, q2: Tensor) -> tuple[Tensor, Tensor]:
-        root = safe_sqrt(q1 * q2 - c * c)
-        theta = safe_arctan2(root, c, fill_zero=math.pi / 2)
-        dot = mean_slope2 - factor * theta
-        return factor * root + dot * c, dot
+        # In place on fresh temporaries: this runs on every entry of every tile, and memory
+        # traffic, not arithmetic, is its cost. q1 q2 and c² are rounded separately (no fused
+        # multiply-add) so that c = q1 = q2 still gives a root of exactly zero.
+        root = torch.mul(q1, q2).sub_(c * c).clamp_(min=0.0).sqrt_()
+        theta = torch.atan2(root, c)
+        if bool((q1 == 0).any() or (q2 == 0).any()):
+            # Only a zero-variance point gives root = c = 0, where safe_arctan2 fills π/2.
+            theta = safe_arctan2(root, c, fill_zero=math.pi / 2)
+        dot = theta.mul_(-factor).add_(mean_slope2)
+        return root.mul_(factor).addcmul_(dot, c), dot
 
     return pair
 
