@@ -24,21 +24,23 @@ from ..state import KernelState, variance_pairs
 PairFn = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
-def apply_elementwise(k: KernelState, pair_fn: PairFn, diagonal_fn: Callable[[Tensor], Tensor] | None = None
-                      ) -> KernelState:
+def apply_elementwise(k: KernelState, pair_fn: PairFn, diagonal_fn: Callable[[Tensor], Tensor] | None = None,
+                      self_pair_fn: PairFn | None = None) -> KernelState:
     """Map cov1, nngp, cov2 through ``pair_fn`` and scale Θ by its derivative term.
 
     ``diagonal_fn(q) = E[φ(u)²]`` is the cheaper exact map for entries that pair a position with
     itself; neural-tangents uses it for cov1/cov2 when only same-position variances are kept, and
-    so do we, to agree with it to the last digit.
+    so do we, to agree with it to the last digit. ``self_pair_fn`` (default ``pair_fn``) maps
+    cov1/cov2 otherwise; it may skip the derivative term, which they never need.
     """
+    self_pair_fn = self_pair_fn or pair_fn
     (q11a, q11b), (q12a, q12b), pair22 = variance_pairs(k)
     nngp, dot = pair_fn(k.nngp, q12a, q12b)
 
     def self_cov(cov: Tensor, qa: Tensor, qb: Tensor) -> Tensor:
         if diagonal_fn is not None and not k.full_spatial:
             return diagonal_fn(cov)
-        return pair_fn(cov, qa, qb)[0]
+        return self_pair_fn(cov, qa, qb)[0]
 
     return k.replace(
         nngp=nngp,
@@ -389,20 +391,9 @@ def elementwise_numerical(layer: spec.Elementwise, k: KernelState, parameterizat
     Reference: neural-tangents ``stax.ElementwiseNumerical(fn, deg)`` (φ' from jax.grad there).
     """
     fn, both = NUMERICAL_FNS[layer.fn]
-    (q11a, q11b), (q12a, q12b), pair22 = variance_pairs(k)
-    nngp, dot = quadrature_pair(fn, both, layer.degree, need_dot=k.ntk is not None)(k.nngp, q12a, q12b)
-    self_pair = quadrature_pair(fn, both, layer.degree, need_dot=False)
-    diagonal = quadrature_diagonal(fn, layer.degree)
-
-    def self_cov(cov: Tensor, qa: Tensor, qb: Tensor) -> Tensor:
-        if not k.full_spatial:
-            return diagonal(cov)
-        return self_pair(cov, qa, qb)[0]
-
-    return k.replace(
-        nngp=nngp,
-        ntk=None if k.ntk is None else k.ntk * dot,
-        cov1=self_cov(k.cov1, q11a, q11b),
-        cov2=None if pair22 is None else self_cov(k.cov2, *pair22),
-        is_gaussian=False,
+    return apply_elementwise(
+        k,
+        quadrature_pair(fn, both, layer.degree, need_dot=k.ntk is not None),
+        quadrature_diagonal(fn, layer.degree),
+        self_pair_fn=quadrature_pair(fn, both, layer.degree, need_dot=False),
     )
