@@ -70,7 +70,7 @@ def input_kernel(x1: Tensor, x2: Tensor | None, full_spatial: bool, compute_ntk:
             k = torch.einsum("npc,mqc->nmpq", a.flatten(1, -2), b.flatten(1, -2))
             # (N1, N2, P, P') -> (N1, N2, H, W, H', W') -> interleave to (N1, N2, H, H', W, W')
             k = k.reshape(a.shape[0], b.shape[0], *spatial_shape, *spatial_shape)
-            return interleave(k, 2, len(spatial_shape))
+            return interleave(k, 2, len(spatial_shape)).contiguous()
         return torch.einsum("n...c,m...c->nm...", a, b)
 
     def self_cov(a: Tensor) -> Tensor:

