@@ -75,7 +75,8 @@ def kernel_fn(
 def _block(arch: Architecture, x1: Tensor, x2: Tensor | None, get: tuple[str, ...]) -> dict[str, Tensor]:
     """Run the layer stack on one block of point pairs."""
     full_spatial = arch.needs_full_spatial() and x1.ndim > 2
-    k = input_kernel(x1, x2, full_spatial=full_spatial, compute_ntk="ntk" in get)
+    k = input_kernel(x1, x2, full_spatial=full_spatial, compute_ntk="ntk" in get,
+                     cov_full_spatial=full_spatial and arch.covariances_need_full_spatial())
     k = serial(arch.layers, k, arch.parameterization)
     out = {name: getattr(k, name) for name in get}
     for name, value in out.items():

@@ -11,7 +11,9 @@ output. For inputs ``x1`` (N1 points) and ``x2`` (N2 points) we track, as neural
 ``S`` are the spatial axes. With ``full_spatial`` each spatial axis appears twice, interleaved
 (H, H', W, W'), holding the covariance between every pair of positions: pooling needs it. Without
 it only same-position covariances (H, W) are kept; convolutions, elementwise layers and Flatten
-are exact on those alone, which is what makes pooling-free CNNs cheap.
+are exact on those alone, which is what makes pooling-free CNNs cheap. ``cov_full_spatial`` says
+the same of cov1/cov2, which may keep only the variance at each position while nngp keeps every
+pair (see ``Architecture.covariances_need_full_spatial``).
 
 The channel axis never appears: weights are i.i.d. across channels, so covariances between
 different channels vanish and those of equal channels coincide.
@@ -34,6 +36,7 @@ class KernelState:
     cov2: Tensor | None
     spatial_shape: tuple[int, ...]
     full_spatial: bool
+    cov_full_spatial: bool
     channels: int
     is_gaussian: bool = False
     is_input: bool = False
@@ -46,15 +49,16 @@ class KernelState:
         return len(self.spatial_shape)
 
     def map_covariances(self, fn) -> KernelState:
-        """Apply one linear map to cov1, nngp and cov2 (the same map acts on each)."""
+        """Apply one linear map ``fn(c, batch_ndim, full_spatial)`` to cov1, nngp and cov2."""
         return self.replace(
-            cov1=fn(self.cov1, 1),
-            nngp=fn(self.nngp, 2),
-            cov2=None if self.cov2 is None else fn(self.cov2, 1),
+            cov1=fn(self.cov1, 1, self.cov_full_spatial),
+            nngp=fn(self.nngp, 2, self.full_spatial),
+            cov2=None if self.cov2 is None else fn(self.cov2, 1, self.cov_full_spatial),
         )
 
 
-def input_kernel(x1: Tensor, x2: Tensor | None, full_spatial: bool, compute_ntk: bool) -> KernelState:
+def input_kernel(x1: Tensor, x2: Tensor | None, full_spatial: bool, compute_ntk: bool,
+                 cov_full_spatial: bool | None = None) -> KernelState:
     """The kernel of the inputs themselves: K(x, x') = <x, x'> / channels.
 
     Inputs are channels-last, (N, *spatial, C). The NTK of the input layer is zero: inputs have no
@@ -73,8 +77,10 @@ def input_kernel(x1: Tensor, x2: Tensor | None, full_spatial: bool, compute_ntk:
             return interleave(k, 2, len(spatial_shape)).contiguous()
         return torch.einsum("n...c,m...c->nm...", a, b)
 
+    cov_full_spatial = full_spatial if cov_full_spatial is None else cov_full_spatial
+
     def self_cov(a: Tensor) -> Tensor:
-        if full_spatial and spatial_shape:
+        if cov_full_spatial and spatial_shape:
             flat = a.flatten(1, -2)
             k = torch.einsum("npc,nqc->npq", flat, flat)
             k = k.reshape(a.shape[0], *spatial_shape, *spatial_shape)
@@ -87,8 +93,10 @@ def input_kernel(x1: Tensor, x2: Tensor | None, full_spatial: bool, compute_ntk:
         # A point's covariance with itself must be its variance to the last bit: nonlinearities
         # evaluate sqrt(q1 q2 - c²) there, which turns a rounding difference of 1e-16 between
         # two ways of summing into 1e-8. Taking both from one computation keeps tiles exact.
-        points = torch.arange(x1.shape[0], device=x1.device)
-        nngp[points, points] = cov1
+        same_point = torch.diagonal(nngp, dim1=0, dim2=1).movedim(-1, 0)
+        if full_spatial and not cov_full_spatial:
+            same_point = position_variances(same_point, True, len(spatial_shape))
+        same_point.copy_(cov1)
     return KernelState(
         nngp=nngp,
         ntk=torch.zeros_like(nngp) if compute_ntk else None,
@@ -96,6 +104,7 @@ def input_kernel(x1: Tensor, x2: Tensor | None, full_spatial: bool, compute_ntk:
         cov2=None if x2 is None else self_cov(x2) / channels,
         spatial_shape=spatial_shape,
         full_spatial=full_spatial,
+        cov_full_spatial=cov_full_spatial,
         channels=channels,
         is_gaussian=False,
         is_input=True,
@@ -136,7 +145,7 @@ def variance_pairs(state: KernelState, mean_over: tuple[int, ...] = (), shift: f
     s = state.spatial_ndim
 
     def variances(cov: Tensor) -> Tensor:
-        var = position_variances(cov, state.full_spatial, s) + shift
+        var = position_variances(cov, state.cov_full_spatial, s) + shift
         if mean_over:
             var = var.mean(dim=tuple(1 + a for a in mean_over), keepdim=True)
         return var
@@ -144,17 +153,17 @@ def variance_pairs(state: KernelState, mean_over: tuple[int, ...] = (), shift: f
     var1 = variances(state.cov1)
     var2 = var1 if state.cov2 is None else variances(state.cov2)
 
-    def ends(va: Tensor, vb: Tensor, batch_ndim: int) -> tuple[Tensor, Tensor]:
+    def ends(va: Tensor, vb: Tensor, batch_ndim: int, full_spatial: bool) -> tuple[Tensor, Tensor]:
         # va indexes the first point (and first position of each pair), vb the second.
         if batch_ndim == 2:
             va, vb = va.unsqueeze(1), vb.unsqueeze(0)
-        if state.full_spatial:
+        if full_spatial:
             for axis in range(s):
                 va = va.unsqueeze(batch_ndim + 2 * axis + 1)
                 vb = vb.unsqueeze(batch_ndim + 2 * axis)
         return va, vb
 
-    pair11 = ends(var1, var1, 1)
-    pair12 = ends(var1, var2, 2)
-    pair22 = None if state.cov2 is None else ends(var2, var2, 1)
+    pair11 = ends(var1, var1, 1, state.cov_full_spatial)
+    pair12 = ends(var1, var2, 2, state.full_spatial)
+    pair22 = None if state.cov2 is None else ends(var2, var2, 1, state.cov_full_spatial)
     return pair11, pair12, pair22

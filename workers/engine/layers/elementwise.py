@@ -38,7 +38,7 @@ def apply_elementwise(k: KernelState, pair_fn: PairFn, diagonal_fn: Callable[[Te
     nngp, dot = pair_fn(k.nngp, q12a, q12b)
 
     def self_cov(cov: Tensor, qa: Tensor, qb: Tensor) -> Tensor:
-        if diagonal_fn is not None and not k.full_spatial:
+        if diagonal_fn is not None and not k.cov_full_spatial:
             return diagonal_fn(cov)
         return self_pair_fn(cov, qa, qb)[0]
 

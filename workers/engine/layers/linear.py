@@ -26,7 +26,7 @@ def dense(layer: spec.Dense, k: KernelState, parameterization: str) -> KernelSta
     with respect to W scales with the fan-in n: Θ' = n K + w_std² Θ (+ 1 with a bias).
     """
     w2, b2 = layer.w_std**2, _square(layer.b_std)
-    out = k.map_covariances(lambda c, batch_ndim: _affine(c, w2, b2))
+    out = k.map_covariances(lambda c, batch_ndim, full_spatial: _affine(c, w2, b2))
     if k.ntk is not None:
         ntk = None if k.is_input else k.ntk
         out = out.replace(ntk=_ntk_affine(k, out, ntk, k.channels, w2, layer.b_std, parameterization))
@@ -43,14 +43,14 @@ def conv(layer: spec.Conv, k: KernelState, parameterization: str) -> KernelState
     parameterization scales the weight gradient by the fan-in n = channels · |F|.
     """
     strides = layer.strides or [1] * len(layer.filter_shape)
-    window_sum = lambda c, batch_ndim: _shifted_sum(c, batch_ndim, k.full_spatial, layer.filter_shape,
-                                                    strides, layer.padding)
+    window_sum = lambda c, batch_ndim, full_spatial: _shifted_sum(c, batch_ndim, full_spatial, layer.filter_shape,
+                                                                  strides, layer.padding)
     # The mean over taps is the sum scaled by 1/|F|, folded into the affine's w_std²: one pass less.
     w2, b2 = layer.w_std**2 / _prod(layer.filter_shape), _square(layer.b_std)
     sums = k.map_covariances(window_sum)
-    out = sums.map_covariances(lambda c, batch_ndim: _affine(c, w2, b2))
+    out = sums.map_covariances(lambda c, batch_ndim, full_spatial: _affine(c, w2, b2))
     if k.ntk is not None:
-        ntk_sum = None if k.is_input else window_sum(k.ntk, 2)
+        ntk_sum = None if k.is_input else window_sum(k.ntk, 2, k.full_spatial)
         out = out.replace(ntk=_ntk_affine(sums, out, ntk_sum, k.channels, w2, layer.b_std, parameterization))
     return out.replace(
         channels=layer.out_chan,
@@ -69,18 +69,27 @@ def avg_pool(layer: spec.AvgPool, k: KernelState, parameterization: str) -> Kern
     neural-tangents (not to the window, as in torch).
     """
     strides = layer.strides or [1] * len(layer.window_shape)
-    pool = lambda c, batch_ndim: _window_mean(c, batch_ndim, layer.window_shape, strides, layer.padding)
+    spatial_shape = _window_output(k.spatial_shape, layer.window_shape, strides, layer.padding)
+
+    def pool(c: Tensor, batch_ndim: int, full_spatial: bool) -> Tensor:
+        if not full_spatial:
+            return _untracked(c, batch_ndim, spatial_shape)
+        return _window_mean(c, batch_ndim, layer.window_shape, strides, layer.padding)
+
     return k.map_covariances(pool).replace(
-        ntk=None if k.ntk is None else pool(k.ntk, 2),
-        spatial_shape=_window_output(k.spatial_shape, layer.window_shape, strides, layer.padding),
-    )
+        ntk=None if k.ntk is None else pool(k.ntk, 2, True), spatial_shape=spatial_shape)
 
 
 def global_avg_pool(layer: spec.GlobalAvgPool, k: KernelState, parameterization: str) -> KernelState:
     """The mean over all positions: K' = mean_{i, i'} K[i, i'] (every pair of positions)."""
-    mean = lambda c, batch_ndim: c.mean(dim=tuple(range(batch_ndim, c.ndim)))
+    def mean(c: Tensor, batch_ndim: int, full_spatial: bool) -> Tensor:
+        if not full_spatial:
+            return _untracked(c, batch_ndim, ())
+        return c.mean(dim=tuple(range(batch_ndim, c.ndim)))
+
     return k.map_covariances(mean).replace(
-        ntk=None if k.ntk is None else mean(k.ntk, 2), spatial_shape=(), full_spatial=False)
+        ntk=None if k.ntk is None else mean(k.ntk, 2, True), spatial_shape=(), full_spatial=False,
+        cov_full_spatial=False)
 
 
 def flatten(layer: spec.Flatten, k: KernelState, parameterization: str) -> KernelState:
@@ -89,17 +98,18 @@ def flatten(layer: spec.Flatten, k: KernelState, parameterization: str) -> Kerne
     The output's channels are (position, channel) pairs; i.i.d. weights of the next layer see
     different positions as different channels, whose covariance does not enter.
     """
-    def diagonal_mean(c: Tensor, batch_ndim: int) -> Tensor:
-        if k.full_spatial:
+    def diagonal_mean(c: Tensor, batch_ndim: int, full_spatial: bool) -> Tensor:
+        if full_spatial:
             for _ in range(k.spatial_ndim):
                 c = torch.diagonal(c, dim1=batch_ndim, dim2=batch_ndim + 1)
         return c.mean(dim=tuple(range(batch_ndim, c.ndim))) if c.ndim > batch_ndim else c
 
     return k.map_covariances(diagonal_mean).replace(
-        ntk=None if k.ntk is None else diagonal_mean(k.ntk, 2),
+        ntk=None if k.ntk is None else diagonal_mean(k.ntk, 2, k.full_spatial),
         channels=k.channels * _prod(k.spatial_shape),
         spatial_shape=(),
         full_spatial=False,
+        cov_full_spatial=False,
     )
 
 
@@ -125,6 +135,16 @@ def layer_norm(layer: spec.LayerNorm, k: KernelState, parameterization: str) -> 
 def identity(layer: spec.Identity, k: KernelState, parameterization: str) -> KernelState:
     """y = x."""
     return k
+
+
+def _untracked(c: Tensor, batch_ndim: int, spatial_shape: tuple[int, ...]) -> Tensor:
+    """A pooled per-point covariance where only the variances at each position were tracked.
+
+    Pooling needs every pair of positions; ``Architecture.covariances_need_full_spatial`` keeps
+    them whenever a later layer reads the pooled variances, so this one is never read. NaN makes
+    a violation of that promise surface as a non-finite kernel, not as a wrong number.
+    """
+    return c.new_full((*c.shape[:batch_ndim], *spatial_shape), float("nan"))
 
 
 def _affine(c: Tensor, w2: float, b2: float) -> Tensor:
