@@ -47,8 +47,9 @@ def kernel_fn(
 
     x2 = None means x2 = x1: the result is exactly symmetric and only its upper-triangle blocks
     are computed. Inputs are (N, d), (N, L, C) or (N, H, W, C), channels last. The matrix is
-    computed in blocks of at most ``block_size`` points a side (default: what fits the memory
-    budget, see ``default_block_size``), so memory stays bounded whatever N is.
+    computed in blocks of at most ``block_size`` points a side (default: sized for the cache on a
+    CPU, for the memory budget on a GPU; see ``default_block_size``) and written into the result
+    as they come, so memory stays bounded whatever N is.
     """
     arch = Architecture.parse(spec)
     get = tuple(get)
