@@ -530,12 +530,11 @@ def _ntk_cov_t(b: Tensor, v: Tensor, nngp_td: Tensor, nngp_dd: Tensor, nngp_tt: 
     ``g == 'ntk'``).
 
     ``P K_dd Pᵀ`` costs O(M N²) per time whichever way it is grouped. Rotating ``K_dd`` into the
-    eigenbasis once (``Vᵀ K_dd V``, O(N³)) makes each time cheaper, (B φ)(Vᵀ K_dd V)(B φ)ᵀ, and
-    pays when there are more test points over all times than training points; otherwise each
-    time forms P and multiplies ``K_dd`` directly.
+    eigenbasis once (``Vᵀ K_dd V``: 4N³ flops) saves forming P (2MN² flops) at each time, so it
+    pays for T times when T·M > 2N; otherwise each time forms P and multiplies ``K_dd``.
     """
     bp = b * phi[:, None, :]
-    if phi.shape[0] * b.shape[0] > b.shape[1]:
+    if phi.shape[0] * b.shape[0] > 2 * b.shape[1]:
         kv = v.mT @ nngp_dd @ v
         cross = bp @ (v.mT @ nngp_td.mT)
         return nngp_tt + bp @ kv @ bp.mT - cross - cross.mT
