@@ -68,9 +68,9 @@ def embedded_valkey(maxmemory: str):
 
 
 def run(args) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s serve %(levelname)s %(message)s")
     import uvicorn
 
+    from service import logs
     from service.app import create_app
     from service.settings import Settings
 
@@ -79,6 +79,7 @@ def run(args) -> int:
     # than kill this process outright
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     settings = Settings()
+    logs.configure(settings)
     env = dict(os.environ)
     with ExitStack() as stack:
         if not settings.redis_url:
@@ -91,5 +92,6 @@ def run(args) -> int:
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, args.workers))))
         workers = Workers(args.workers, env)
         stack.callback(workers.stop)
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+        # uvicorn's own lines go through our handler (log_config=None); RequestContext writes the access lines
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None, access_log=False)
     return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
 
@@ -15,7 +14,9 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     if args.device:
         os.environ["NTK_DEVICE"] = args.device  # read by the settings the worker loads
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker[%(process)d] %(levelname)s %(message)s")
+    from service import logs
+    from service.settings import get_settings
     from workers.runtime import run as run_worker
 
+    logs.configure(get_settings())
     return run_worker()

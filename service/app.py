@@ -1,66 +1,46 @@
-"""The FastAPI application: routers, problem+json errors, body limit, metrics, Redis and broker."""
+"""The FastAPI application: routers, problem+json errors, middleware, metrics, Redis and broker."""
 
 from __future__ import annotations
 
-import json
+import logging
 from contextlib import asynccontextmanager
 
+import redis
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from service import problems
 from service.metrics import Instrument, Metrics
-from service.problems import PROBLEM_JSON, Problem
+from service.middleware import BodyLimit, RateLimit, RequestContext
+from service.problems import problem_responses
 from service.routers import datasets, health, jobs, kernels, predict
 from service.settings import Settings, get_settings
+from workers import keys
 from workers.broker import build_broker
-from workers.jobstate import END, SUBMIT, problem
+from workers.jobstate import END, SUBMIT
+
+log = logging.getLogger("ntk.api")
 
 
-class BodyLimit:
-    """ASGI middleware: a body over ``max_bytes`` is a 413, whether declared or streamed.
+def v1_problems(settings: Settings) -> dict:
+    """What any /v1 call may answer, whatever its route: a rate limit, and a Redis out of memory."""
+    answers = problem_responses(507)
+    if settings.rate_limit:
+        answers.update(problem_responses(429))
+        answers[429]["headers"] = {"Retry-After": {"description": "seconds until this client may call again",
+                                                   "schema": {"type": "integer", "minimum": 1}}}
+    return answers
 
-    A declared one is refused before it is read. A streamed one is cut off when it passes the
-    limit; whatever the app then answers (FastAPI turns a failed body read into a 400) is
-    replaced by the 413.
-    """
 
-    def __init__(self, app, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            return await self.refuse(send)
-        received = 0
-        exceeded = False
-
-        async def limited():
-            nonlocal received, exceeded
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                exceeded = True
-                raise Problem(413, "Content too large", "body over the limit")
-            return message
-
-        async def answer(message):
-            if not exceeded:
-                await send(message)
-            elif message["type"] == "http.response.start":
-                await self.refuse(send)
-
-        await self.app(scope, limited, answer)
-
-    async def refuse(self, send) -> None:
-        body = json.dumps(problem(413, "Content too large", f"the body exceeds {self.max_bytes} bytes "
-                                  "(NTK_MAX_BODY_BYTES); upload large arrays as npz datasets")).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+async def check_eviction_policy(r: aioredis.Redis) -> None:
+    try:
+        policy = (await r.config_get("maxmemory-policy")).get("maxmemory-policy")
+    except redis.RedisError as e:  # down for now, or CONFIG disabled (managed Redis): nothing to check
+        log.info("could not read Redis maxmemory-policy: %s", e)
+        return
+    risk = keys.eviction_risk(policy)
+    if risk:
+        log.warning(risk)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -72,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.submit = app.state.redis.register_script(SUBMIT)
         app.state.end = app.state.redis.register_script(END)
         app.state.broker = build_broker(settings)
+        await check_eviction_policy(app.state.redis)
         yield
         await app.state.redis.aclose()
 
@@ -81,8 +62,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics()
     problems.install(app)
-    for router in (health.router, datasets.router, kernels.router, predict.router, jobs.router):
-        app.include_router(router)
+    app.include_router(health.router)
+    for router in (datasets.router, kernels.router, predict.router, jobs.router):
+        app.include_router(router, responses=v1_problems(settings))
+    # added innermost first: a call meets RequestContext, Instrument, RateLimit, then BodyLimit
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.rate_limit:
+        app.add_middleware(RateLimit, settings=settings)
     app.add_middleware(Instrument, metrics=app.state.metrics)
+    app.add_middleware(RequestContext)
     return app

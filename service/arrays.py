@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import lzma
+import math
 import re
+import tokenize
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -18,6 +22,15 @@ from service.problems import Problem, invalid
 
 HEX_ID = re.compile(r"[0-9a-f]{64}")
 NUMERIC_KINDS = "iuf"
+MAX_AXES = 4  # (N, H, W, C)
+# The JSON names of the Python types json.loads makes, for saying what an array must not hold.
+JSON_TYPES = {bool: "true/false", str: "strings", type(None): "null", dict: "objects"}
+NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+# What numpy's header parser (tokenize, then ast.literal_eval) raises on junk, besides ValueError.
+NPY_HEADER_ERRORS = (ValueError, TypeError, SyntaxError, RecursionError, tokenize.TokenError)
+# What zipfile raises on a damaged archive (bad offsets, names, CRCs, compressed data) or one it cannot read.
+ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError, ValueError, NotImplementedError,
+              RuntimeError)
 
 
 def content_hash(**arrays: np.ndarray | None) -> str:
@@ -31,14 +44,36 @@ def content_hash(**arrays: np.ndarray | None) -> str:
 
 
 def from_json(value, path: str) -> np.ndarray:
-    """An inline nested list as float64; ragged, non-numeric or non-finite entries are a 422."""
+    """An inline nested list as float64; ragged, too deep, non-numeric or non-finite entries are a 422.
+
+    The entries are first gathered as the Python objects JSON made of them, since numpy would
+    silently read ``true`` as 1 and ``"2"`` next to numbers as a string array.
+    """
+    depth = nesting(value)
+    if depth > MAX_AXES:
+        raise invalid(path, f"the array nests lists {depth} deep; arrays have at most {MAX_AXES} axes")
+    entries = np.array(value, dtype=object)
+    kinds = {type(entry) for entry in entries.flat}
+    if list in kinds:
+        raise invalid(path, "the array is ragged: every row must have the same length")
+    strange = kinds - {int, float}
+    if strange:
+        names = sorted(JSON_TYPES.get(kind, kind.__name__) for kind in strange)
+        raise invalid(path, f"the array must hold numbers only, not {', '.join(names)}")
     try:
-        a = np.array(value)
-    except ValueError:
-        raise invalid(path, "the array is ragged: every row must have the same length") from None
-    if a.dtype.kind not in NUMERIC_KINDS:
-        raise invalid(path, "the array must hold numbers only")
-    return checked(a.astype(np.float64), path)
+        a = entries.astype(np.float64)
+    except OverflowError:
+        raise invalid(path, "the array holds an integer too large for float64") from None
+    return checked(a, path)
+
+
+def nesting(value) -> int:
+    """How many lists deep ``value`` goes, along its first entries."""
+    depth = 0
+    while isinstance(value, list):
+        depth += 1
+        value = value[0] if value else None
+    return depth
 
 
 def checked(a: np.ndarray, path: str) -> np.ndarray:
@@ -62,16 +97,53 @@ def check_targets(shape: tuple | list, n: int, path: str) -> None:
                       f"got shape {list(shape)}")
 
 
-def from_npy(body: bytes) -> np.ndarray:
-    try:
-        return np.load(io.BytesIO(body), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise Problem(400, "Malformed npy", f"the body is not a readable npy array: {e}") from None
+def from_npy(body: bytes, max_bytes: int) -> np.ndarray:
+    return read_npy(io.BytesIO(body), "x", max_bytes)
 
 
-def from_npz(body: bytes) -> dict[str, np.ndarray]:
+def from_npz(body: bytes, max_bytes: int) -> dict[str, np.ndarray]:
+    """The arrays of an npz archive by name, together at most ``max_bytes`` once decompressed."""
     try:
-        with np.load(io.BytesIO(body), allow_pickle=False) as npz:
-            return {name: npz[name] for name in npz.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        archive = zipfile.ZipFile(io.BytesIO(body))
+    except ZIP_ERRORS as e:
         raise Problem(400, "Malformed npz", f"the body is not a readable npz archive: {e}") from None
+    arrays = {}
+    with archive:
+        for member in archive.namelist():
+            name = member.removesuffix(".npy")
+            try:
+                with archive.open(member) as stream:
+                    arrays[name] = read_npy(stream, name, max_bytes)
+            except ZIP_ERRORS as e:
+                raise Problem(400, "Malformed npz", f"{name}: the archive member {member} cannot be read: {e}") from None
+            max_bytes -= arrays[name].nbytes
+    return arrays
+
+
+def read_npy(stream, name: str, max_bytes: int) -> np.ndarray:
+    """One npy array, its header checked before any memory is set aside for its data.
+
+    A header declares a shape and dtype that the bytes after it need not match: a few bytes can
+    claim terabytes, and a compressed npz member can inflate to them. So the declared size is held
+    against ``max_bytes`` (413) and against the bytes that follow (400) before the array is made.
+    """
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version not in NPY_HEADER_READERS:
+            raise ValueError(f"npy format version {version[0]}.{version[1]} is not supported")
+        shape, fortran_order, dtype = NPY_HEADER_READERS[version](stream)
+    except NPY_HEADER_ERRORS as e:
+        raise Problem(400, "Malformed npy", f"{name}: not a readable npy array: {e}") from None
+    if dtype.kind not in NUMERIC_KINDS:
+        raise invalid(name, f"the array must be numeric, not {dtype}")
+    if any(n < 0 for n in shape):
+        raise Problem(400, "Malformed npy", f"{name}: the npy header declares a negative shape {list(shape)}")
+    size = math.prod(shape) * dtype.itemsize
+    if size > max_bytes:
+        raise Problem(413, "Content too large", f"{name}: the npy header declares a {dtype} array of shape "
+                      f"{list(shape)}, {size} bytes; at most {max_bytes} are accepted (NTK_MAX_BODY_BYTES)")
+    data = stream.read(size + 1)
+    if len(data) != size:
+        raise Problem(400, "Malformed npy", f"{name}: the npy header declares {size} bytes of data but "
+                      f"{'fewer' if len(data) < size else 'more'} follow")
+    return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran_order else "C")

@@ -1,4 +1,4 @@
-"""FastAPI dependencies: settings, the Redis client, the broker, and bearer-key auth."""
+"""FastAPI dependencies: settings, the Redis client, and bearer-key auth (API keys, the metrics key)."""
 
 from __future__ import annotations
 
@@ -26,22 +26,36 @@ SettingsDep = Annotated[Settings, Depends(settings)]
 RedisDep = Annotated[aioredis.Redis, Depends(redis)]
 
 
-async def authorize(request: Request) -> None:
-    """With NTK_API_KEYS set, every /v1 call needs ``Authorization: Bearer <key>``.
+def bearer_in(request: Request, allowed: list[str]) -> bool:
+    """Whether the call's ``Authorization: Bearer <key>`` holds one of ``allowed``.
 
     Every key is compared in constant time, and all of them always, so neither the time taken
     nor which key matched leaks how much of a guess was right.
     """
-    allowed = request.app.state.settings.keys
-    if not allowed:
-        return
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     matched = False
     for key in allowed:
         matched |= hmac.compare_digest(token.strip().encode(), key.encode())
-    if scheme.lower() != "bearer" or not matched:
-        raise Problem(401, "Unauthorized", "this call needs an Authorization: Bearer <key> header with a valid key",
-                      headers={"WWW-Authenticate": 'Bearer realm="ntk"'})
+    return scheme.lower() == "bearer" and matched
+
+
+def unauthorized(detail: str) -> Problem:
+    return Problem(401, "Unauthorized", detail, headers={"WWW-Authenticate": 'Bearer realm="ntk"'})
+
+
+async def authorize(request: Request) -> None:
+    """With NTK_API_KEYS set, every /v1 call needs ``Authorization: Bearer <key>``."""
+    allowed = request.app.state.settings.keys
+    if allowed and not bearer_in(request, allowed):
+        raise unauthorized("this call needs an Authorization: Bearer <key> header with a valid key")
+
+
+async def authorize_metrics(request: Request) -> None:
+    """With NTK_METRICS_KEY set, /metrics needs ``Authorization: Bearer <that key>`` (a scraper's
+    credential, apart from the API keys); without it /metrics is open, as Prometheus expects."""
+    key = request.app.state.settings.metrics_key
+    if key and not bearer_in(request, [key]):
+        raise unauthorized("/metrics needs an Authorization: Bearer <NTK_METRICS_KEY> header")
 
 
 async def json_body(request: Request) -> None:

@@ -59,11 +59,6 @@ class Inputs:
                 "dataset": ref.dataset, "field": ref.field}
 
 
-def within_limit(points: int, limit: int, path: str) -> None:
-    if points > limit:
-        raise invalid(path, f"{points} points in one request; at most {limit} are allowed (NTK_MAX_POINTS)")
-
-
 def same_features(a: dict, b: dict, path: str, other: str) -> None:
     if a["shape"][1:] != b["shape"][1:]:
         raise invalid(path, f"points have shape {a['shape'][1:]} but {other} points have {b['shape'][1:]}")

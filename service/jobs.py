@@ -8,15 +8,17 @@ import uuid
 from datetime import datetime, timezone
 
 import numpy as np
+import redis
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
+from service import logs
 from service.problems import Problem, respond
 from workers import keys
 from workers.broker import PLAN, enqueue
-from workers.codec import pack, unpack
-from workers.jobstate import TERMINAL, end_call, submit_call
+from workers.codec import append, unpack
+from workers.jobstate import TERMINAL, end_call, redis_problem, submit_call
 from workers.plan import request_key
 
 NPZ = "application/x-npz"
@@ -37,14 +39,28 @@ async def submit(request: Request, kind: str, job_request: dict, inline: dict[st
         state.metrics.answer_cache_hits.inc()
         return answered.decode(), True
     job_id = uuid.uuid4().hex
-    script_keys, args = submit_call(job_id, kind, job_request, key)
+    script_keys, args = submit_call(job_id, kind, job_request, key, request.state.request_id)
     owner = (await state.submit(keys=script_keys, args=args)).decode()
     if owner != job_id:
         return owner, True
-    if inline:
-        await r.hset(keys.job_inputs(job_id), mapping=inline)
-    await run_in_threadpool(enqueue, state.broker, PLAN, job_id)  # the broker's client blocks
+    try:
+        if inline:
+            await r.hset(keys.job_inputs(job_id), mapping=inline)
+        await run_in_threadpool(enqueue, state.broker, PLAN, job_id)  # the broker's client blocks
+    except redis.RedisError as e:
+        await abandon(request, job_id, key, redis_problem(e))
+        raise
     return job_id, False
+
+
+async def abandon(request: Request, job_id: str, request_key: str, error: dict) -> None:
+    """End a job that could not be queued, so that identical requests make a new one rather than
+    join it. Should Redis not take even that, the workers' watchdog re-plans the job later."""
+    script_keys, args = end_call(job_id, request_key, "failed", request.app.state.settings.job_ttl_s, error=error)
+    try:
+        await request.app.state.end(keys=script_keys, args=args)
+    except redis.RedisError:
+        pass
 
 
 async def read(r, job_id: str) -> dict | None:
@@ -114,13 +130,12 @@ async def answer(request: Request, job: dict, *, cached: bool) -> Response:
 
 
 def encode_answer(data: bytes, meta: dict, npz: bool) -> Response:
-    arrays = unpack(data)
     if npz:
         scalars = {name: np.asarray([np.inf if v is None else v for v in value] if name == "t" and
                                     isinstance(value, list) else value)
                    for name, value in meta.items() if value is not None}
-        return Response(pack(**arrays, **scalars), media_type=NPZ)
-    return JSONResponse({**meta, **{name: a.tolist() for name, a in arrays.items()}})
+        return Response(append(data, **scalars), media_type=NPZ)
+    return JSONResponse({**meta, **{name: a.tolist() for name, a in unpack(data).items()}})
 
 
 async def cancel(request: Request, job: dict) -> None:
@@ -132,6 +147,7 @@ async def cancel(request: Request, job: dict) -> None:
 async def compute(request: Request, kind: str, job_request: dict, inline: dict[str, bytes], wait: float) -> Response:
     """Submit, wait up to ``wait`` seconds, answer 200 (or the job's problem) or 202 with the job."""
     job_id, joined = await submit(request, kind, job_request, inline)
+    logs.job_id.set(job_id)  # until the request ends (service.middleware.RequestContext)
     job = await wait_for(request.app.state.redis, job_id, wait)
     if job is None:  # its keys expired between submit and now: only with absurdly small TTLs
         raise Problem(503, "Job lost", f"job {job_id} vanished from Redis; send the request again")

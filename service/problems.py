@@ -15,8 +15,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from workers.engine.spec import Layer, format_path
-from workers.jobstate import problem
+from service.schemas import ProblemDetails
+from workers.engine.spec import MAX_RESIDUAL_NESTING, Layer, format_path
+from workers.jobstate import problem, redis_problem
 
 log = logging.getLogger("ntk.api")
 
@@ -37,8 +38,49 @@ class Problem(Exception):
         self.headers = headers
 
 
+# What each problem status means, for the OpenAPI document; routes pick theirs with problem_responses.
+PROBLEM_STATUSES = {
+    400: "the body is not valid JSON, npy or npz",
+    401: "the call lacks a valid bearer key (NTK_API_KEYS; for /metrics, NTK_METRICS_KEY)",
+    404: "no such dataset or job",
+    409: "the job has not finished yet, or was cancelled",
+    410: "the job's result expired or was evicted: send the request again",
+    413: "the body exceeds NTK_MAX_BODY_BYTES",
+    415: "the body's Content-Type is not one this call takes",
+    422: "invalid input: `errors` names each offending JSON path",
+    429: "more calls than NTK_RATE_LIMIT allows: Retry-After says when to call again",
+    503: "Redis is unavailable, or no worker is alive",
+    507: "Redis is out of memory: delete datasets or raise its maxmemory",
+}
+
+
+def problem_responses(*statuses: int) -> dict:
+    """The ``responses=`` entries of a route that answers these statuses with problem+json.
+
+    Only problem+json is listed (no ``model``: FastAPI would list application/json too), and
+    declaring 422 keeps FastAPI from adding its own validation-error schema, which this service
+    never sends.
+    """
+    schema = ProblemDetails.model_json_schema()
+    return {status: {"description": PROBLEM_STATUSES[status], "content": {PROBLEM_JSON: {"schema": schema}}}
+            for status in statuses}
+
+
 def invalid(path: str, message: str, title: str = "Invalid input") -> Problem:
     return Problem(422, title, f"{path}: {message}", errors=[{"path": path, "message": message}])
+
+
+def malformed_json(error: ValueError | RecursionError) -> Problem:
+    """The 400 for a body that json.loads refused, saying why."""
+    reason = "it nests arrays or objects too deeply to parse" if isinstance(error, RecursionError) else str(error)
+    return Problem(400, "Malformed JSON", f"the body is not valid JSON: {reason}")
+
+
+def nesting_message(error: dict) -> str:
+    """pydantic's recursion guard stops validating deeply nested Residual blocks long before
+    Architecture.check would count them: say which limit that is, not "cyclic reference"."""
+    depth = sum(step in ("layers", "shortcut") for step in error["loc"]) - 1
+    return f"Residual blocks nest more than {depth} deep; at most {MAX_RESIDUAL_NESTING} are allowed"
 
 
 def respond(body: dict, headers: dict | None = None) -> JSONResponse:
@@ -70,6 +112,8 @@ def install(app: FastAPI) -> None:
             detail = f"no resource at {request.url.path}"
         if exc.status_code == 405:
             detail = f"{request.method} is not allowed on {request.url.path}"
+        if exc.status_code == 400 and isinstance(exc.__cause__, (ValueError, RecursionError)):
+            return respond(malformed_json(exc.__cause__).body)  # FastAPI's "error parsing the body"
         return respond(problem(exc.status_code, title, detail), getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
@@ -77,19 +121,23 @@ def install(app: FastAPI) -> None:
         errors = exc.errors()
         decode = [e for e in errors if e.get("type") == "json_invalid"]
         if decode:
-            return respond(problem(400, "Malformed JSON", f"the body is not valid JSON: {decode[0].get('msg')} "
+            return respond(problem(400, "Malformed JSON", f"the body is not valid JSON: {decode[0]['ctx']['error']} "
                                    f"(at character {decode[0]['loc'][-1]})"))
-        paths = [{"path": json_path(e["loc"]), "message": e["msg"]} for e in errors]
+        if any(e["type"] == "missing" and tuple(e["loc"]) == ("body",) for e in errors):
+            return respond(problem(400, "Malformed JSON", "the body is empty: this call takes a JSON object"))
+        paths = [{"path": json_path(e["loc"]), "message": nesting_message(e) if e["type"] == "recursion_loop" else e["msg"]}
+                 for e in errors]
         detail = "; ".join(f"{p['path']}: {p['message']}" for p in paths[:5])
         return respond(problem(422, "Invalid input", detail, errors=paths))
 
     @app.exception_handler(redis.RedisError)
     async def on_redis(request: Request, exc: redis.RedisError):
         log.warning("Redis error on %s: %s", request.url.path, exc)
-        return respond(problem(503, "Redis unavailable", f"the service cannot reach its Redis: {exc}"),
-                       {"Retry-After": "1"})
+        body = redis_problem(exc)
+        return respond(body, {"Retry-After": "1"} if body["status"] == 503 else None)
 
     @app.exception_handler(Exception)
     async def on_bug(request: Request, exc: Exception):
-        log.exception("unhandled error on %s", request.url.path)
-        return respond(problem(500, "Internal error", f"{type(exc).__name__}: the service failed; this is a bug"))
+        # logged, with the request's context, by service.middleware.RequestContext, inside which this is not
+        return respond(problem(500, "Internal error", f"{type(exc).__name__}: the service failed; this is a bug"),
+                       {"X-Request-ID": request.state.request_id})

@@ -16,7 +16,9 @@ Time = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown fields are errors, and so are values of the wrong JSON type: ``true`` or ``"2"`` is no number."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class DatasetRef(Strict):
@@ -34,13 +36,21 @@ ArrayRef = Annotated[
 ]
 
 
+# How many one prediction may ask for is a setting (NTK_MAX_TIMES, service.limits), not part of the schema.
 Times = Annotated[
-    Union[Annotated[Time, Tag("time")], Annotated[list[Time | None], Field(min_length=1, max_length=10_000), Tag("times")]],
+    Union[Annotated[Time, Tag("time")], Annotated[list[Time | None], Field(min_length=1), Tag("times")]],
     Discriminator(lambda value: "times" if isinstance(value, list) else "time"),
 ]
 
 
+MLP_EXAMPLE = {"layers": [{"type": "Dense", "out_dim": 512, "w_std": 1.5, "b_std": 0.05}, {"type": "Relu"},
+                          {"type": "Dense", "out_dim": 1}]}
+
+
 class KernelRequest(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"architecture": MLP_EXAMPLE, "x1": [[0.1, 0.2], [0.3, -0.4], [1.0, 0.5]], "get": ["ntk"]}]})
+
     architecture: Architecture
     x1: ArrayRef
     x2: ArrayRef | None = Field(None, description="default: x1 (a symmetric Gram matrix)")
@@ -53,6 +63,10 @@ class KernelRequest(Strict):
 
 
 class PredictRequest(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"architecture": MLP_EXAMPLE, "x_train": [[0.0], [1.0], [2.0]], "y_train": [[0.0], [0.8], [0.9]],
+         "x_test": [[1.5]], "t": [1, 10, None], "diag_reg": 1e-4}]})
+
     architecture: Architecture
     x_train: ArrayRef
     y_train: ArrayRef
@@ -119,4 +133,4 @@ class ProblemDetails(BaseModel):
     title: str
     status: int
     detail: str
-    errors: list[dict] | None = None
+    errors: list[dict[str, str]] | None = Field(None, description='validation: [{"path", "message"}]')

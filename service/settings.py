@@ -9,7 +9,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field
+import limits
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -26,8 +27,29 @@ class Settings(BaseSettings):
     tile: int = Field(2048, ge=1, description="Gram matrices are computed in tiles of this many rows/columns")
     cache_ttl_s: int = Field(7 * 86400, ge=1, description="lifetime of cached tiles and factorizations")
     api_keys: str = Field("", description="comma-separated bearer keys; empty: no auth")
-    max_body_bytes: int = Field(256 << 20, ge=1)
-    max_points: int = Field(100_000, ge=1, description="most points (x1 + x2, or train + test) in one request")
+    metrics_key: str = Field("", description="bearer key /metrics asks for; empty: /metrics is open")
+    rate_limit: str = Field("600/minute", description="/v1 calls allowed per API key (per client address "
+                            "without NTK_API_KEYS), as `limits` writes it: '600/minute', '20 per 5 seconds'; "
+                            "empty: no limit")
+
+    # Request limits. Each refusal is a problem naming the limit, the value and the NTK_ setting.
+    # An answer, a cached tile and a factorization are each one Redis value, at most 512 MB.
+    max_body_bytes: int = Field(256 << 20, ge=1, description="largest request body (413 beyond)")
+    max_points: int = Field(100_000, ge=1, description="most points in one request (x1 + x2, or train + test) "
+                            "or one dataset")
+    max_features: int = Field(1 << 18, ge=1, description="most numbers in one point: d, L·C or H·W·C")
+    max_kernel_entries: int = Field(16_000_000, ge=1, description="most entries of one matrix a request computes "
+                                    "or answers: N1 × N2; for predictions train × train, test × train and, with "
+                                    "compute_cov, times × test × test. 16e6 entries of both kernels and their Monte Carlo "
+                                    "standard errors (32 bytes) fit one Redis value")
+    max_pair_covariances: int = Field(1 << 24, ge=1, description="most covariances the analytic kernel tracks "
+                                      "per pair of points: one per position (H·W), or with pooling one per pair "
+                                      "of positions ((H·W)²); each takes about 80 bytes of worker memory")
+    max_train_points: int = Field(4000, ge=1, description="most training points of a prediction: the "
+                                  "factorization is cubic in them and cached as one Redis value (2 N² floats)")
+    max_times: int = Field(1000, ge=1, description="most values of t in one prediction")
+    max_mc_samples_width: int = Field(1 << 25, ge=1, description="Monte Carlo: most samples × the widest layer "
+                                      "(out_dim or out_chan), which an estimate's time and memory grow with")
 
     job_ttl_s: int = Field(86400, ge=1, description="how long finished jobs and their results are kept")
     heartbeat_timeout_s: float = Field(20.0, gt=0, description="a worker silent this long is dead: "
@@ -39,6 +61,27 @@ class Settings(BaseSettings):
                                    "(it keeps killing its worker) fails its job")
     job_stall_s: float = Field(900.0, gt=0, description="a job without progress this long is re-planned")
     embedded_maxmemory: str = Field("2gb", description="maxmemory of the Valkey `ntk serve` embeds")
+
+    log_format: Literal["json", "text"] = Field("json", description="json: one object per line (ts, level, "
+                                                "logger, msg, request_id, job_id, ...); text: for a terminal")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        if value.strip():
+            limits.parse(value)  # raises ValueError naming what it could not read
+        return value.strip()
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value):
+        return value.upper() if isinstance(value, str) else value
+
+    @classmethod
+    def env(cls, field: str) -> str:
+        """The environment variable that sets ``field``: what a refusal tells an operator to raise."""
+        return f"{cls.model_config['env_prefix']}{field.upper()}"
 
     @property
     def redis(self) -> str:

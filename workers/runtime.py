@@ -19,6 +19,7 @@ import dramatiq
 import redis
 import torch
 
+from service import logs
 from workers import keys
 from workers.broker import PLAN, enqueue
 from workers.engine import kernel_fn
@@ -53,16 +54,18 @@ def watchdog(client: redis.Redis, broker, jobs, stall_s: float, stop: threading.
                 job_id = job_id.decode()
                 if not client.set(keys.watchdog_lock(job_id), 1, nx=True, ex=int(stall_s)):
                     continue  # another worker's watchdog has it
-                replans = client.hincrby(keys.job(job_id), "replans", 1)
                 job = jobs.get(job_id)
                 if not job:
                     client.zrem(keys.ACTIVE_JOBS, job_id)
-                elif replans > WATCHDOG_REPLANS:
-                    jobs.fail(job, problem(503, "Job stalled", f"no progress for {stall_s:.0f} s, {replans - 1} times"))
-                else:
-                    log.warning("job %s stalled; re-planning", job_id)
-                    jobs.touch(job_id)
-                    enqueue(broker, PLAN, job_id)
+                    continue
+                replans = client.hincrby(keys.job(job_id), "replans", 1)
+                with logs.bound(request_id=job.get("request_id"), job_id=job_id):  # the re-plan's tasks carry both
+                    if replans > WATCHDOG_REPLANS:
+                        jobs.fail(job, problem(503, "Job stalled", f"no progress for {stall_s:.0f} s, {replans - 1} times"))
+                    else:
+                        log.warning("stalled; re-planning")
+                        jobs.touch(job_id)
+                        enqueue(broker, PLAN, job_id)
         except redis.RedisError as e:
             log.warning("watchdog: %s", e)
 

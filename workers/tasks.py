@@ -26,7 +26,7 @@ from workers.engine import NonFiniteKernel, SpecError, resolve_device
 from workers.engine.predict import (
     Factorization, NotPositiveDefinite, PredictError, factorization_key, factorize, max_learning_rate, method_for,
 )
-from workers.jobstate import Jobs, problem
+from workers.jobstate import Jobs, problem, redis_problem
 from workers.plan import Block, blocks
 from workers.store import MissingInput, Store
 
@@ -64,7 +64,7 @@ def failing_job(job: dict):
     except MissingInput as e:
         jobs.fail(job, problem(422, "Input deleted", str(e)))
     except redis.RedisError as e:  # e.g. out of memory with nothing evictable
-        jobs.fail(job, problem(503, "Redis refused a write", f"{type(e).__name__}: {e}"))
+        jobs.fail(job, redis_problem(e))
     except Exception as e:
         log.exception("job %s failed", job["id"])
         jobs.fail(job, problem(500, "Internal error", f"{type(e).__name__}: {e}"))
@@ -125,6 +125,7 @@ def plan_job(job_id: str) -> None:
         store.count("cache_misses", len(present) - sum(present))
         jobs.touch(job_id)
         missing = [(block, tile) for (block, tile), p in zip(wanted, present) if not p]
+        log.info("planned %d tiles of %d x %d, %d of them cached", len(wanted), size, size, len(wanted) - len(missing))
         for block, tile in missing:
             enqueue(broker, TILE, job_id, block.name, list(tile))
         if not missing:
@@ -219,7 +220,7 @@ def finish_predict(job: dict, request: dict) -> None:
                          method=method_for(request["t"]), dtype=compute.torch_dtype(request["dtype"]), device=device)
         store.put(fact_key, **fact.to_arrays())
         # max_learning_rate is linear in y_train.size: cache it per target entry
-        lr_per_target = max_learning_rate(train["ntk"], 1)
+        lr_per_target = max_learning_rate(train["ntk"], 1, factorization=fact)
         store.redis.set(lr_key, repr(lr_per_target), ex=settings.cache_ttl_s)
     y, labels = compute.targets(request, store.array(job["id"], request["y_train"]))
     test_train = compute.assemble_block(need["test_train"], tiles["test_train"], device)
@@ -232,4 +233,5 @@ def succeed(job: dict, arrays: dict, answer: dict) -> None:
     """Store the answer's arrays, then end the job: whoever sees "succeeded" finds the result."""
     store.redis.set(keys.job_result(job["id"]), pack(**arrays))
     cached = int(store.redis.hget(keys.job(job["id"]), "computed") or 0) == 0
-    jobs.end(job, "succeeded", answer={**answer, "cached": cached})
+    if jobs.end(job, "succeeded", answer={**answer, "cached": cached}):
+        log.info("succeeded")

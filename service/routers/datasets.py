@@ -12,10 +12,10 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from service import deps
+from service import deps, limits
 from service.arrays import HEX_ID, check_points, check_targets, checked, content_hash, from_json, from_npy, from_npz
-from service.problems import Problem, invalid
-from service.schemas import Dataset, ProblemDetails
+from service.problems import Problem, invalid, malformed_json, problem_responses
+from service.schemas import Dataset
 from workers import keys
 from workers.codec import pack_array
 
@@ -23,20 +23,22 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"], dependencies=[Depen
 
 BODIES = {
     "application/json": {"schema": {"type": "object", "required": ["x"],
-                                    "properties": {"x": {"type": "array"}, "y": {"type": "array"}}}},
+                                    "properties": {"x": {"type": "array"}, "y": {"type": "array"}}},
+                         "example": {"x": [[0.1, 0.2], [0.3, -0.4]], "y": [1.0, 0.0]}},
     "application/x-npy": {"schema": {"type": "string", "format": "binary", "description": "the array x"}},
     "application/x-npz": {"schema": {"type": "string", "format": "binary", "description": "arrays x and y (optional)"}},
 }
 
 
-def parse(body: bytes, content_type: str) -> dict[str, np.ndarray | None]:
-    """x and y from a body; JSON arrays become float64, binary ones keep their dtype."""
+def parse(body: bytes, content_type: str, max_bytes: int) -> dict[str, np.ndarray | None]:
+    """x and y from a body; JSON arrays become float64, binary ones keep their dtype (at most
+    ``max_bytes`` of them once an npz is decompressed)."""
     if content_type == "application/json":
         try:
             document = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise Problem(400, "Malformed JSON", f"the body is not valid JSON: {e}") from None
-        if not isinstance(document, dict) or "x" not in document:
+        except (ValueError, RecursionError) as e:
+            raise malformed_json(e) from None
+        if not isinstance(document, dict) or document.get("x") is None:
             raise invalid("x", 'the body must be an object {"x": [...], "y": [...]}')
         unknown = set(document) - {"x", "y"}
         if unknown:
@@ -44,9 +46,9 @@ def parse(body: bytes, content_type: str) -> dict[str, np.ndarray | None]:
         arrays = {name: from_json(document[name], name) if document.get(name) is not None else None
                   for name in ("x", "y")}
     elif content_type == "application/x-npy":
-        arrays = {"x": checked(from_npy(body), "x"), "y": None}
+        arrays = {"x": checked(from_npy(body, max_bytes), "x"), "y": None}
     elif content_type == "application/x-npz":
-        found = from_npz(body)
+        found = from_npz(body, max_bytes)
         unknown = set(found) - {"x", "y"}
         if "x" not in found or unknown:
             raise invalid(sorted(unknown)[0] if unknown else "x", "an npz dataset holds arrays x and (optional) y only")
@@ -71,11 +73,13 @@ def public(meta: dict) -> dict:
 
 
 @router.post("", status_code=201, response_model=Dataset, openapi_extra={"requestBody": {"content": BODIES, "required": True}},
-             responses={200: {"model": Dataset, "description": "the dataset existed"}, 422: {"model": ProblemDetails}})
-async def upload(request: Request, r: deps.RedisDep):
+             responses={200: {"model": Dataset, "description": "the dataset existed"},
+                        **problem_responses(400, 401, 413, 415, 422, 503)})
+async def upload(request: Request, settings: deps.SettingsDep, r: deps.RedisDep):
     content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
     body = await request.body()
-    arrays = await run_in_threadpool(parse, body, content_type)
+    arrays = await run_in_threadpool(parse, body, content_type, settings.max_body_bytes)
+    limits.check_points(settings, list(arrays["x"].shape), "x")
     meta = await run_in_threadpool(metadata, arrays["x"], arrays["y"])
     key = keys.dataset(meta["id"])
     if await r.hexists(key, "meta"):
@@ -92,12 +96,12 @@ async def existing_meta(redis, dataset_id: str) -> dict:
     return json.loads(meta)
 
 
-@router.get("/{dataset_id}", response_model=Dataset, responses={404: {"model": ProblemDetails}})
+@router.get("/{dataset_id}", response_model=Dataset, responses=problem_responses(401, 404, 422, 503))
 async def get_dataset(dataset_id: str, r: deps.RedisDep):
     return public(await existing_meta(r, dataset_id))
 
 
-@router.delete("/{dataset_id}", status_code=204, responses={404: {"model": ProblemDetails}})
+@router.delete("/{dataset_id}", status_code=204, responses=problem_responses(401, 404, 422, 503))
 async def delete_dataset(dataset_id: str, r: deps.RedisDep):
     await existing_meta(r, dataset_id)
     await r.delete(keys.dataset(dataset_id))

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 
 import redis
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from service import deps
-from service.problems import respond
+from service.problems import problem_responses, respond
 from workers import keys
 from workers.jobstate import problem
 
@@ -24,7 +24,7 @@ async def healthz():
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=problem_responses(503))
 async def readyz(settings: deps.SettingsDep, r: deps.RedisDep):
     now = time.time()
     try:
@@ -40,7 +40,8 @@ async def readyz(settings: deps.SettingsDep, r: deps.RedisDep):
     return JSONResponse({"status": "ready", "workers": workers})
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(deps.authorize_metrics)],
+            responses=problem_responses(401, 503))
 async def metrics(request: Request, settings: deps.SettingsDep, r: deps.RedisDep):
     body = await request.app.state.metrics.scrape(r, settings.live_worker_s)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

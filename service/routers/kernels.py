@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from service import deps, jobs
-from service.inputs import Inputs, fits, same_features, within_limit
+from service import deps, jobs, limits
+from service.inputs import Inputs, fits, same_features
 from workers.engine.monte_carlo import DEFAULT_SAMPLES
-from service.schemas import Accepted, KernelAnswer, KernelRequest, ProblemDetails
+from service.problems import problem_responses
+from service.schemas import Accepted, KernelAnswer, KernelRequest
 
 router = APIRouter(prefix="/v1", tags=["kernels"], dependencies=[Depends(deps.authorize), Depends(deps.json_body)])
 
 
-WAIT = Query(30.0, ge=0, le=300, description="seconds to wait for the answer before answering 202 with the job")
-ANSWERS = {200: {"model": KernelAnswer, "content": {jobs.NPZ: {}}}, 202: {"model": Accepted},
-           422: {"model": ProblemDetails}}
+WAIT = Query(30.0, ge=0, le=300, allow_inf_nan=False, description="seconds to wait for the answer before answering 202 with the job")
+# A job's own problem (422 for inputs the workers refuse, 503) is answered as the request's.
+PROBLEMS = problem_responses(400, 401, 409, 410, 413, 415, 422, 503)
+ANSWERS = {200: {"model": KernelAnswer, "content": {jobs.NPZ: {}}}, 202: {"model": Accepted}, **PROBLEMS}
 
 
 @router.post("/kernels", responses=ANSWERS)
@@ -25,12 +27,13 @@ async def kernels(body: KernelRequest, request: Request, settings: deps.Settings
     x2 = None if body.x2 is None else await inputs.points(body.x2, "x2")
     if x2 is not None:
         same_features(x2, x1, "x2", "x1")
-    within_limit(x1["shape"][0] + (0 if x2 is None else x2["shape"][0]), settings.max_points, "x1")
+    samples = (body.samples or DEFAULT_SAMPLES) if body.method == "monte_carlo" else None
+    limits.check_kernels(settings, body, x1, x2, samples)
     job_request = {
         "kind": "kernels", "architecture": fits(body.architecture, x1["shape"][1:]),
         "dtype": body.dtype or settings.dtype, "x1": x1, "x2": x2, "get": sorted(set(body.get)),
         "method": body.method,
-        "samples": (body.samples or DEFAULT_SAMPLES) if body.method == "monte_carlo" else None,
+        "samples": samples,
         "seed": (body.seed or 0) if body.method == "monte_carlo" else None,
     }
     return await jobs.compute(request, "kernels", job_request, inputs.inline, wait)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from service import deps, jobs
-from service.inputs import Inputs, fits, same_features, within_limit
-from service.routers.kernels import WAIT
-from service.schemas import Accepted, PredictAnswer, PredictRequest, ProblemDetails
+from service import deps, jobs, limits
+from service.inputs import Inputs, fits, same_features
+from service.routers.kernels import PROBLEMS, WAIT
+from service.schemas import Accepted, PredictAnswer, PredictRequest
 
 router = APIRouter(prefix="/v1", tags=["predict"], dependencies=[Depends(deps.authorize), Depends(deps.json_body)])
 
-ANSWERS = {200: {"model": PredictAnswer, "content": {jobs.NPZ: {}}}, 202: {"model": Accepted},
-           422: {"model": ProblemDetails}}
+ANSWERS = {200: {"model": PredictAnswer, "content": {jobs.NPZ: {}}}, 202: {"model": Accepted}, **PROBLEMS}
 
 
 @router.post("/predict", responses=ANSWERS)
@@ -23,7 +22,7 @@ async def predict(body: PredictRequest, request: Request, settings: deps.Setting
     y_train = await inputs.targets(body.y_train, "y_train", x_train["shape"][0])
     x_test = await inputs.points(body.x_test, "x_test")
     same_features(x_test, x_train, "x_test", "x_train")
-    within_limit(x_train["shape"][0] + x_test["shape"][0], settings.max_points, "x_train")
+    limits.check_predict(settings, body, x_train, x_test)
     job_request = {
         "kind": "predict", "architecture": fits(body.architecture, x_train["shape"][1:]),
         "dtype": body.dtype or settings.dtype, "x_train": x_train, "y_train": y_train, "x_test": x_test,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import time
 
@@ -21,6 +22,23 @@ DEEP = {"layers": [{"type": "Dense", "out_dim": 64, "w_std": 1.4, "b_std": 0.1},
 
 def points(n: int, d: int = 3, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(n, d))
+
+
+def npz(**arrays) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def assert_problem(r: httpx.Response, status: int, path: str | None = None) -> dict:
+    """``r`` is an RFC 9457 problem with this status (naming ``path`` among its errors), returned."""
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    assert body["status"] == status and body["title"] and body["detail"] and body["type"]
+    if path is not None:
+        assert path in [e["path"] for e in body["errors"]], body
+    return body
 
 
 def metric(base_url: str, name: str, labels: str = "") -> float:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import socket
 import time
 
 import httpx
@@ -74,12 +73,6 @@ def test_cancel_stops_the_workers_within_a_tile(small_tiles):
         assert client.post("/v1/kernels", json={"architecture": CONV, "x1": x[:8].tolist()}).status_code == 200
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_status(url: str, status: int, timeout: float = 60) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
@@ -92,15 +85,19 @@ def wait_status(url: str, status: int, timeout: float = 60) -> float:
     raise TimeoutError(f"{url} never answered {status}")
 
 
-def test_redis_dies_and_comes_back(start_service, start_valkey):
-    port = free_port()
+def test_redis_dies_and_comes_back(start_service, start_valkey, free_tcp_port):
+    port = free_tcp_port()
     body = {"architecture": CONV, "x1": images(4, seed=32).tolist()}
     with start_valkey(port=port) as server, start_service(f"redis://127.0.0.1:{port}/0", workers=2,
                                                           **FAST_RECOVERY) as svc:
         assert httpx.post(f"{svc.url}/v1/kernels", json=body, timeout=60).status_code == 200
         server.terminate()  # SIGKILL
         wait_status(f"{svc.url}/readyz", 503, timeout=10)
-        assert httpx.post(f"{svc.url}/v1/kernels", json=body, timeout=60).status_code == 503
+        down = httpx.post(f"{svc.url}/v1/kernels", json=body, timeout=60)  # the rate limiter lets it through
+        assert down.status_code == 503 and down.headers["content-type"].startswith("application/problem+json")
+        assert down.json()["title"] == "Redis unavailable" and int(down.headers["retry-after"]) >= 1
+        assert down.headers["x-request-id"]
+        assert httpx.get(f"{svc.url}/healthz").status_code == 200  # alive, if not ready
         with start_valkey(port=port):
             back = wait_status(f"{svc.url}/readyz", 200)
             r = httpx.post(f"{svc.url}/v1/kernels", json=body, timeout=60)

@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service_helpers import MLP, follow, points, tiles_computed
+from service_helpers import MLP, assert_problem, follow, npz, points, tiles_computed
 from workers.engine import kernel_fn
 from workers.engine.predict import predict_from_spec
 
@@ -20,12 +20,6 @@ def client(service_url):
         yield c
 
 
-def npz(**arrays) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
-
-
 def sdk_id(x, y=None) -> str:
     h = hashlib.sha256()
     for name, a in (("x", x), ("y", y)):
@@ -33,16 +27,6 @@ def sdk_id(x, y=None) -> str:
             h.update(f"{name}:{a.dtype.str}:{a.shape}|".encode())
             h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()
-
-
-def assert_problem(r: httpx.Response, status: int, path: str | None = None) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    body = r.json()
-    assert body["status"] == status and body["title"] and body["detail"] and body["type"]
-    if path is not None:
-        assert path in [e["path"] for e in body["errors"]], body
-    return body
 
 
 def test_health(client):

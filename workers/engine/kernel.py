@@ -20,6 +20,13 @@ class NonFiniteKernel(ArithmeticError):
     """The recursion overflowed (or met 0/0): the spec's scales are too large for this dtype."""
 
 
+def overflow_advice(what: str, dtype: torch.dtype) -> str:
+    advice = "reduce w_std/b_std, the depth or the inputs' scale"
+    if dtype != torch.float64:
+        advice += ", or use float64"
+    return f"{what} overflowed to a non-finite value in {str(dtype).removeprefix('torch.')}: {advice}"
+
+
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``auto`` (or None, or NTK_DEVICE) picks the first CUDA device when one exists."""
     device = device or os.environ.get("NTK_DEVICE", "auto")
@@ -82,15 +89,14 @@ def _block(arch: Architecture, x1: Tensor, x2: Tensor | None, get: tuple[str, ..
     out = {name: getattr(k, name) for name in get}
     for name, value in out.items():
         if not torch.isfinite(value).all():
-            raise NonFiniteKernel(f"the {name} kernel overflowed to a non-finite value in {x1.dtype}: "
-                                  "reduce w_std/b_std or the depth, or use float64")
+            raise NonFiniteKernel(overflow_advice(f"the {name} kernel", x1.dtype))
     if x2 is None:
         out = {name: (value + value.T) / 2 for name, value in out.items()}
     return out
 
 
 BLOCK_BYTES = int(os.environ.get("NTK_BLOCK_BYTES", 1 << 30))
-CACHE_BYTES = int(os.environ.get("NTK_CACHE_BYTES", 1 << 20))
+CACHE_BYTES = int(os.environ.get("NTK_CACHE_BYTES", 2 << 20))
 MAX_BLOCK = 1024
 LIVE_COPIES = 10  # kernels and temporaries alive at once inside a layer, per pair entry
 
@@ -103,8 +109,10 @@ def default_block_size(arch: Architecture, point_shape: tuple[int, ...], dtype: 
     only same-position covariances are tracked, and one per pair of positions when pooling needs
     them all: 32×32 images make that a million. Every layer streams each kernel tensor of the
     block several times (tap sums, then the nonlinearity's dozen elementwise passes), so on a CPU
-    the block is sized for one kernel tensor to take ``NTK_CACHE_BYTES`` (8 MiB, within a last-
-    level cache): on CNN-GAP 8×8 that is 2.2× faster than blocks sized by memory alone. A GPU
+    the block is sized for one kernel tensor to take ``NTK_CACHE_BYTES`` (2 MiB: the two cores'
+    L2 caches, both threads working on it): 1.4× faster for FC-5 and 2–4× for the CNNs of
+    bench/harness.py than blocks sized by memory alone, more blocks' Python overhead included.
+    A GPU
     gains from large kernels instead, so there the whole working set (about ``LIVE_COPIES``
     tensors) fills ``NTK_BLOCK_BYTES``. Blocks are capped at MAX_BLOCK so that symmetric
     matrices save work by computing only upper blocks.

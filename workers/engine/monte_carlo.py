@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .kernel import KERNELS, NonFiniteKernel, as_points, check_inputs, resolve_device
+from .kernel import KERNELS, NonFiniteKernel, as_points, check_inputs, overflow_advice, resolve_device
 from .networks import Affine, Network, build_network
 from .spec import Architecture, SpecError
 
@@ -119,9 +119,7 @@ def monte_carlo_kernel_fn(
         for name in get:
             value = one[name].to(torch.float64)
             if not torch.isfinite(value).all():
-                raise NonFiniteKernel(f"a sampled network's empirical {name} overflowed to a "
-                                      f"non-finite value in {dtype}: reduce w_std/b_std or the "
-                                      "depth, or use float64")
+                raise NonFiniteKernel(overflow_advice(f"a sampled network's empirical {name}", dtype))
             if i == 0:
                 mean[name] = value.clone()
                 m2[name] = torch.zeros_like(value)

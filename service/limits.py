@@ -1,0 +1,81 @@
+"""What one request may ask for (NTK_MAX_*), checked before any work is queued.
+
+Each refusal is a 422 naming the JSON path, the value, the limit and the environment variable
+that sets it, also as the problem's ``value``, ``limit`` and ``setting`` members. The body's size
+is refused before it is read, as a 413 (service.middleware.BodyLimit); the architecture's depth and
+Residual nesting are the engine's own limits (workers.engine.spec), refused as 422s that name them.
+"""
+
+from __future__ import annotations
+
+from math import prod
+
+from service.problems import Problem
+from service.schemas import KernelRequest, PredictRequest
+from service.settings import Settings
+from workers.engine.spec import Architecture, Conv, Dense, iter_layers
+
+
+def within(settings: Settings, field: str, value: int, path: str, what: str) -> None:
+    limit = getattr(settings, field)
+    if value > limit:
+        setting = Settings.env(field)
+        message = f"{what} is {value}, over the limit of {limit} ({setting})"
+        raise Problem(422, "Over a limit", f"{path}: {message}", errors=[{"path": path, "message": message}],
+                      value=value, limit=limit, setting=setting)
+
+
+def dimensions(shape: list[int]) -> str:
+    return " × ".join(map(str, shape))
+
+
+def check_points(settings: Settings, shape: list[int], path: str, what: str = "the number of points") -> None:
+    """An array of points, as one request or one dataset holds them."""
+    within(settings, "max_points", shape[0], path, what)
+    within(settings, "max_features", prod(shape[1:]), path, f"the numbers in one point ({dimensions(shape[1:])})")
+
+
+def check_pair_covariances(settings: Settings, architecture: Architecture, shape: list[int], path: str) -> None:
+    """What one pair of points costs the analytic kernel (service.settings: max_pair_covariances)."""
+    positions = prod(shape[1:-1])
+    if architecture.needs_full_spatial():
+        within(settings, "max_pair_covariances", positions**2, path, f"the covariances per pair of points "
+               f"({positions}² for {dimensions(shape[1:-1])} positions, all pairs of them with pooling)")
+    else:
+        within(settings, "max_pair_covariances", positions, path,
+               f"the covariances per pair of points (one per position: {dimensions(shape[1:-1])})")
+
+
+def widest_layer(architecture: Architecture) -> int:
+    widths = [layer.out_dim if isinstance(layer, Dense) else layer.out_chan
+              for layer in iter_layers(architecture.layers) if isinstance(layer, (Dense, Conv))]
+    return max(widths, default=1)
+
+
+def check_kernels(settings: Settings, body: KernelRequest, x1: dict, x2: dict | None, samples: int | None) -> None:
+    """x1 and x2 are resolved references (service.inputs): their ``shape`` is known."""
+    n1 = x1["shape"][0]
+    n2 = n1 if x2 is None else x2["shape"][0]
+    check_points(settings, [n1 + (0 if x2 is None else n2), *x1["shape"][1:]], "x1", "the points in x1 and x2")
+    within(settings, "max_kernel_entries", n1 * n2, "x1" if x2 is None else "x2", f"the kernel's entries ({n1} × {n2})")
+    if body.method == "monte_carlo":
+        width = widest_layer(body.architecture)
+        within(settings, "max_mc_samples_width", samples * width, "samples",
+               f"samples × the widest layer ({samples} × {width})")
+    else:
+        check_pair_covariances(settings, body.architecture, x1["shape"], "x1")
+
+
+def check_predict(settings: Settings, body: PredictRequest, x_train: dict, x_test: dict) -> None:
+    n_train, n_test = x_train["shape"][0], x_test["shape"][0]
+    check_points(settings, [n_train + n_test, *x_train["shape"][1:]], "x_train", "the points in x_train and x_test")
+    within(settings, "max_train_points", n_train, "x_train", "the number of training points")
+    times = len(body.t) if isinstance(body.t, list) else 1
+    within(settings, "max_times", times, "t", "the number of times")
+    within(settings, "max_kernel_entries", n_train**2, "x_train", f"the train kernel's entries ({n_train} × {n_train})")
+    within(settings, "max_kernel_entries", n_test * n_train, "x_test",
+           f"the test × train kernel's entries ({n_test} × {n_train})")
+    if body.compute_cov:
+        within(settings, "max_kernel_entries", times * n_test**2, "x_test",
+               f"the covariances' entries ({times} times × {n_test} × {n_test})")
+    check_pair_covariances(settings, body.architecture, x_train["shape"], "x_train")

@@ -1,0 +1,184 @@
+"""The API's ASGI middleware, outermost first: request context, rate limit, body limit (with
+service.metrics.Instrument between the first two).
+
+They are plain ASGI (no BaseHTTPMiddleware): they run before a body is read, so a refused call
+costs nothing, and they keep the request's context variables visible to the logs of what they wrap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+import time
+import uuid
+
+import limits
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
+
+from service import logs
+from service.problems import Problem, respond
+from service.settings import Settings
+from workers.jobstate import problem
+
+access_log = logging.getLogger("ntk.access")
+log = logging.getLogger("ntk.api")
+
+# An incoming X-Request-ID is kept when it is this sane (it ends up in logs and job records), else replaced.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:=+/-]{1,128}")
+# Probes and scrapes: logged at debug level, so that they do not drown the calls that matter.
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def header(scope, name: bytes) -> str:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return ""
+
+
+class RequestContext:
+    """Give every call a request id and write one access line for it.
+
+    The id is the caller's ``X-Request-ID`` when sane, else a new one; it is echoed in the answer's
+    ``X-Request-ID`` (refusals by the middleware below included), bound to every log line written
+    while answering, and stored with any job the call creates, whose workers log it too. A 500 is
+    answered outside this middleware (service.problems), which reads the id from request.state.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        sent = header(scope, b"x-request-id")
+        request_id = sent if REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500  # unless an answer starts: an exception escaped and the 500 is answered outside
+        start = time.perf_counter()
+
+        async def send_with_id(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        with logs.bound(request_id=request_id, job_id=None):
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception:
+                log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+                raise
+            finally:
+                level = logging.DEBUG if scope["path"] in QUIET_PATHS else logging.INFO
+                duration_ms = round((time.perf_counter() - start) * 1000, 2)
+                access_log.log(level, "%s %s %d", scope["method"], scope["path"], status,
+                               extra={"method": scope["method"], "path": scope["path"], "status": status,
+                                      "duration_ms": duration_ms})
+
+
+class RateLimit:
+    """At most NTK_RATE_LIMIT /v1 calls per client in any window of its period; 429 beyond.
+
+    A client is its API key when NTK_API_KEYS is set (hashed: keys are never stored or logged in
+    clear), else its address. Counts live in Redis (``limits``' moving window, under
+    ``ntk:ratelimit:``), so every API process shares them, and each entry expires with its window.
+    Health probes, /metrics and the docs are not limited.
+
+    When Redis cannot count (down, out of memory) the call goes through: the limiter protects
+    capacity, it is not access control, and refusing every call while Redis is unwell would
+    also refuse the reads that still work (an out-of-memory Redis still answers GETs). Calls
+    that need a Redis that is down get their own 503.
+    """
+
+    def __init__(self, app, settings: Settings):
+        self.app = app
+        self.limit = limits.parse(settings.rate_limit)
+        self.by_key = bool(settings.keys)
+        storage = RedisStorage(f"async+{settings.redis}", implementation="redispy", wrap_exceptions=True,
+                               key_prefix="ntk:ratelimit", socket_connect_timeout=2, socket_timeout=2)
+        self.window = MovingWindowRateLimiter(storage)
+        self.counting = True  # whether Redis answered last time: its failures are logged once, not per call
+
+    def client(self, scope) -> str:
+        scheme, _, token = header(scope, b"authorization").partition(" ")
+        if self.by_key and scheme.lower() == "bearer" and token.strip():
+            return "key:" + hashlib.sha256(token.strip().encode()).hexdigest()
+        host = scope.get("client")[0] if scope.get("client") else "unknown"
+        return f"address:{host}"
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            return await self.app(scope, receive, send)
+        client = self.client(scope)
+        try:
+            allowed = await self.window.hit(self.limit, client)
+            reset_at = None if allowed else (await self.window.get_window_stats(self.limit, client)).reset_time
+        except StorageError as e:
+            if self.counting:
+                log.warning("rate limit not enforced: Redis cannot count calls (%s)", e.storage_error)
+                self.counting = False
+            return await self.app(scope, receive, send)
+        if not self.counting:
+            log.info("rate limit enforced again")
+            self.counting = True
+        if allowed:
+            return await self.app(scope, receive, send)
+        seconds = max(1, math.ceil(reset_at - time.time()))
+        who = "API key" if client.startswith("key:") else "address"
+        setting = Settings.env("rate_limit")
+        body = problem(429, "Too many requests", f"this {who} made {self.limit.amount} calls in the last "
+                       f"{self.limit.get_expiry()} s, the most {setting} allows ({self.limit}); retry in {seconds} s",
+                       limit=str(self.limit), setting=setting)
+        await respond(body, {"Retry-After": str(seconds)})(scope, receive, send)
+
+
+class BodyLimit:
+    """A body over NTK_MAX_BODY_BYTES is a 413, whether declared or streamed.
+
+    A declared one is refused before it is read. A streamed one is cut off when it passes the
+    limit; whatever the app then answers (FastAPI turns a failed body read into a 400) is
+    replaced by the 413.
+    """
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = header(scope, b"content-length")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            return await self.refuse(scope, receive, send, int(declared), "the body is")
+        received = 0
+        exceeded = False
+
+        async def limited():
+            nonlocal received, exceeded
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                exceeded = True
+                raise Problem(413, "Content too large", "body over the limit")
+            return message
+
+        async def answer(message):
+            if not exceeded:
+                await send(message)
+            elif message["type"] == "http.response.start":
+                await self.refuse(scope, receive, send, received, "the body passed")
+
+        await self.app(scope, limited, answer)
+
+    async def refuse(self, scope, receive, send, size: int, what: str) -> None:
+        setting = Settings.env("max_body_bytes")
+        body = problem(413, "Content too large", f"{what} {size} bytes, over the limit of {self.max_bytes} bytes "
+                       f"({setting}); upload large arrays as npz datasets and refer to them",
+                       value=size, limit=self.max_bytes, setting=setting)
+        await respond(body)(scope, receive, send)

@@ -1,0 +1,47 @@
+"""Smoke tests of the experiment scripts bench/ensemble.py, bench/digits.py, bench/diabetes.py.
+
+Each runs end to end at a toy size (our engine only: NT_PYTHON unset) and prints its table; the
+figures themselves are the scripts' business, not asserted here.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_script(name: str, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "NT_PYTHON"}
+    env["NTK_DEVICE"] = env.get("NTK_DEVICE", "cpu")
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / name), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_ensemble_script_writes_its_table_and_figure(tmp_path):
+    figure = tmp_path / "ensemble.png"
+    out = run_script("ensemble.py", "--members", "4", "--widths", "4", "--out", str(figure))
+    assert "max|z| mean" in out and "all times: max |z|" in out
+    assert figure.stat().st_size > 10_000
+
+
+def test_digits_script_reports_accuracy():
+    out = run_script("digits.py", "--train", "200", "--depth", "1", "--reps", "1")
+    assert "NT_PYTHON is not set" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith(("ntk ", "nngp "))]
+    assert {r[0] for r in rows} == {"ntk", "nngp"}
+    assert all(float(r[2]) > 0.8 for r in rows)
+
+
+def test_diabetes_script_reports_coverage():
+    out = run_script("diabetes.py", "--train", "100", "--depth", "1")
+    rows = [line for line in out.splitlines() if line.startswith(("NNGP posterior", "NTK ensemble"))]
+    assert len(rows) == 2
+    for row in rows:
+        coverage = [float(v) for v in row.split()[-4:]]
+        assert all(0.0 <= c <= 1.0 for c in coverage)
