@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 
 import httpx
 import numpy as np
 import pytest
+from ntk_client._arrays import dataset_id
 
 from service_helpers import MLP, assert_problem, follow, npz, points, tiles_computed
 from workers.engine import kernel_fn
@@ -18,15 +18,6 @@ from workers.engine.predict import predict_from_spec
 def client(service_url):
     with httpx.Client(base_url=service_url, timeout=120) as c:
         yield c
-
-
-def sdk_id(x, y=None) -> str:
-    h = hashlib.sha256()
-    for name, a in (("x", x), ("y", y)):
-        if a is not None:
-            h.update(f"{name}:{a.dtype.str}:{a.shape}|".encode())
-            h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
 
 
 def test_health(client):
@@ -45,18 +36,18 @@ def test_datasets(client):
     r = client.post("/v1/datasets", json={"x": x.tolist(), "y": y.tolist()})
     assert r.status_code == 201, r.text
     meta = r.json()
-    assert meta == {"id": sdk_id(x, y), "x_shape": [10, 4], "y_shape": [10, 2], "dtype": "float64",
+    assert meta == {"id": dataset_id(x, y), "x_shape": [10, 4], "y_shape": [10, 2], "dtype": "float64",
                     "bytes": x.nbytes + y.nbytes}
     assert client.post("/v1/datasets", json={"x": x.tolist(), "y": y.tolist()}).status_code == 200
     assert client.get(f"/v1/datasets/{meta['id']}").json() == meta
 
     x32 = x.astype(np.float32)
     r = client.post("/v1/datasets", content=npz(x=x32, y=y), headers={"Content-Type": "application/x-npz"})
-    assert r.status_code == 201 and r.json()["id"] == sdk_id(x32, y) and r.json()["dtype"] == "float32"
+    assert r.status_code == 201 and r.json()["id"] == dataset_id(x32, y) and r.json()["dtype"] == "float32"
     buffer = io.BytesIO()
     np.save(buffer, x)
     r = client.post("/v1/datasets", content=buffer.getvalue(), headers={"Content-Type": "application/x-npy"})
-    assert r.status_code == 201 and r.json()["id"] == sdk_id(x) and r.json()["y_shape"] is None
+    assert r.status_code == 201 and r.json()["id"] == dataset_id(x) and r.json()["y_shape"] is None
 
     assert client.delete(f"/v1/datasets/{meta['id']}").status_code == 204
     assert_problem(client.get(f"/v1/datasets/{meta['id']}"), 404)
