@@ -91,6 +91,7 @@ class Case:
     nt: bool = True                # False: ours only (e.g. sizes NT cannot run here)
     per_entry: bool = False        # report ms per kernel entry (N^2 entries)
     ms_per_entry_goal: float | None = None
+    mb_per_s_goal: float | None = None  # api: the answer's bytes over the median fetch time
     mem_limit_gb: float | None = None  # CUDA: cap torch's allocator at this many GiB
     time_budget_s: float | None = None  # tiled: stop starting new tiles after this long (figures
                                         # then come from the tiles done: time per entry, memory)
@@ -128,7 +129,7 @@ def cases_for(size: str) -> list[Case]:
                  compute_cov=False, reps=2),
             Case("predict-mean-10t", "predict", fc_spec(), 4096, (784,), n_test=1024, t=T10,
                  compute_cov=False, reps=2),
-            Case("api-cached", "api", fc_spec(), 2048, (784,)),
+            Case("api-cached", "api", fc_spec(), 2048, (784,), reps=9, mb_per_s_goal=500),
         ]
     if size == "gpu":
         return [
@@ -233,7 +234,8 @@ class ApiSide:
             first = time.perf_counter() - t0
             if obj.get("save"):
                 np.savez(obj["save"], **{k: got[k] for k in self.body["get"]})
-            return {"ok": True, "first_s": first, "steady_s": [], "cached": bool(got["cached"])}
+            return {"ok": True, "first_s": first, "steady_s": [], "cached": bool(got["cached"]),
+                    "bytes": got["bytes"]}
         if op == "peak":
             return {"ok": True, "peak_rss_mb": None, "peak_device_mb": None}
         raise WorkerError(op)
@@ -255,6 +257,7 @@ class ApiSide:
         with np.load(io.BytesIO(r.content)) as z:
             out = {k: z[k] for k in z.files}
         out["cached"] = bool(out.get("cached", False))
+        out["bytes"] = len(r.content)
         return out
 
     def close(self):
@@ -392,6 +395,11 @@ def run_case(case: Case, args, workdir: str, nt_python: str | None) -> dict:
         rec["meets_goal"] = rec["ms_per_entry"] <= case.ms_per_entry_goal
     if case.kind == "api":
         rec["ours"]["compute_s"] = (rec["ours"].get("setup") or {}).get("compute_s")
+        if o.get("first_s"):
+            rec["mb_per_s"] = timings["ours"]["answers"][-1]["bytes"] / 1e6 / o["first_s"]
+    if case.mb_per_s_goal is not None and rec.get("mb_per_s") is not None:
+        rec["mb_per_s_goal"] = case.mb_per_s_goal
+        rec["meets_goal"] = rec["mb_per_s"] >= case.mb_per_s_goal
 
     # Agreement with neural-tangents.
     fo, fn = (os.path.join(workdir, f"{case.name}-{s}.npz") for s in ("ours", "nt"))
@@ -458,6 +466,10 @@ def print_table(records, goals, out=sys.stdout):
                          f" (one t: {fmt_s(o.get('predict_one_t_s'))})")
         if r["kind"] == "api" and o.get("compute_s") is not None:
             extra.append(f"first request (compute) {fmt_s(o['compute_s'])}")
+        if r.get("mb_per_s") is not None:
+            extra.append(f"cached answer served at {r['mb_per_s']:.0f} MB/s" + (
+                "" if r.get("mb_per_s_goal") is None else
+                f" (goal ≥ {r['mb_per_s_goal']:.0f}: {'ok' if r['meets_goal'] else 'MISS'})"))
         if r.get("max_rel_err"):
             extra.append("rel err " + ", ".join(f"{k} {v:.1e}" for k, v in r["max_rel_err"].items()))
         if r.get("note"):

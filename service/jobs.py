@@ -11,13 +11,13 @@ import numpy as np
 import redis
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from service import logs
 from service.problems import Problem, respond
 from workers import keys
 from workers.broker import PLAN, enqueue
-from workers.codec import append, unpack
+from workers.codec import TAIL_BYTES, appended, unpack
 from workers.jobstate import TERMINAL, end_call, redis_problem, submit_call
 from workers.plan import request_key
 
@@ -120,22 +120,61 @@ async def conclude(request: Request, job: dict, *, joined: bool) -> Response:
 
 
 async def answer(request: Request, job: dict, *, cached: bool) -> Response:
-    data = await request.app.state.redis.get(keys.job_result(job["id"]))
-    if data is None:
-        raise Problem(410, "Result expired", f"the result of job {job['id']} was evicted or expired: send the "
-                      "request again (cached tiles make that cheap)")
+    r = request.app.state.redis
+    result = keys.job_result(job["id"])
     meta = json.loads(job["answer"])
     meta["cached"] = meta["cached"] or cached
-    return await run_in_threadpool(encode_answer, data, meta, wants_npz(request))
+    if wants_npz(request):
+        return await stream_npz(r, result, meta, job["id"])
+    data = await r.get(result)
+    if data is None:
+        raise expired(job["id"])
+    return await run_in_threadpool(encode_json, data, meta)
 
 
-def encode_answer(data: bytes, meta: dict, npz: bool) -> Response:
-    if npz:
-        scalars = {name: np.asarray([np.inf if v is None else v for v in value] if name == "t" and
-                                    isinstance(value, list) else value)
-                   for name, value in meta.items() if value is not None}
-        return Response(append(data, **scalars), media_type=NPZ)
+def expired(job_id: str) -> Problem:
+    return Problem(410, "Result expired", f"the result of job {job_id} was evicted or expired: send the "
+                   "request again (cached tiles make that cheap)")
+
+
+def encode_json(data: bytes, meta: dict) -> JSONResponse:
     return JSONResponse({**meta, **{name: a.tolist() for name, a in unpack(data).items()}})
+
+
+STREAM_CHUNK_BYTES = 4 << 20
+
+
+async def stream_npz(r, result: str, meta: dict, job_id: str) -> Response:
+    """The stored npz with ``meta`` added, sent as it is read: Redis hands it over in ranges, the
+    next one read while the last is sent, so a large kernel is never held whole in the API and
+    Redis's reading overlaps the network's sending."""
+    pipe = r.pipeline(transaction=True)
+    pipe.strlen(result)
+    pipe.getrange(result, -TAIL_BYTES, -1)
+    size, tail = await pipe.execute()
+    if not size:
+        raise expired(job_id)
+    scalars = {name: np.asarray([np.inf if v is None else v for v in value] if name == "t" and
+                                isinstance(value, list) else value)
+               for name, value in meta.items() if value is not None}
+    kept, suffix = appended(size, tail, **scalars)
+    ranges = [(start, min(start + STREAM_CHUNK_BYTES, kept) - 1) for start in range(0, kept, STREAM_CHUNK_BYTES)]
+
+    async def body():
+        reading = asyncio.ensure_future(r.getrange(result, *ranges[0]))
+        try:
+            for i, (first, last) in enumerate(ranges):
+                chunk = await reading
+                if i + 1 < len(ranges):
+                    reading = asyncio.ensure_future(r.getrange(result, *ranges[i + 1]))
+                if len(chunk) != last - first + 1:  # evicted mid-answer: the short body tells the client
+                    raise RuntimeError(f"the result of job {job_id} was evicted while it was being sent")
+                yield chunk
+            yield suffix
+        finally:
+            reading.cancel()
+
+    return StreamingResponse(body(), media_type=NPZ, headers={"Content-Length": str(kept + len(suffix))})
 
 
 async def cancel(request: Request, job: dict) -> None:

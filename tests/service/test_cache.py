@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
+import redis
 
-from service_helpers import DEEP, MLP, points, tiles_computed
+from service_helpers import DEEP, MLP, assert_problem, follow, points, tiled_reference, tiles_computed
+from workers import keys
 
 
 def test_a_repeat_is_served_from_the_cache(service_url):
@@ -39,3 +42,24 @@ def test_sixteen_identical_requests_compute_each_tile_once(service_url):
     assert sum(not a.json()["cached"] for a in answers) == 1
     reference = answers[0].json()["nngp"]
     assert all(a.json()["nngp"] == reference for a in answers)
+
+
+def test_a_large_npz_answer_streams_whole_and_an_evicted_one_is_gone(service_url, redis_url):
+    """An npz answer is sent from Redis in 4 MiB ranges (service.jobs.stream_npz): a 10 MB one
+    arrives whole and valid (np.load checks each member's CRC); once evicted it is a 410."""
+    x = points(800, seed=22)
+    with httpx.Client(base_url=service_url, timeout=120) as client:
+        job = client.post("/v1/kernels", params={"wait": 0}, json={"architecture": MLP, "x1": x.tolist()}).json()["job"]
+        assert follow(client, job["id"])["status"] == "succeeded"
+        npz_answer = client.get(f"/v1/jobs/{job['id']}/result", headers={"Accept": "application/x-npz"})
+        assert npz_answer.status_code == 200 and int(npz_answer.headers["content-length"]) > 10_000_000
+        with np.load(io.BytesIO(npz_answer.content)) as answer:
+            assert set(answer.files) == {"id", "shape", "cached", "nngp", "ntk"} and not answer["cached"]
+            reference = tiled_reference(MLP, x, None, 64)
+            for name in ("nngp", "ntk"):
+                np.testing.assert_array_equal(answer[name], reference[name])
+
+        redis.Redis.from_url(redis_url).delete(keys.job_result(job["id"]))
+        for accept in ("application/x-npz", "application/json"):
+            gone = assert_problem(client.get(f"/v1/jobs/{job['id']}/result", headers={"Accept": accept}), 410)
+            assert job["id"] in gone["detail"]
