@@ -107,8 +107,11 @@ def synthetic(n=9, m=5, k=3, seed=0, jitter=1e-2):
 
 
 @pytest.mark.parametrize("kernel", P.KERNEL_MODES)
-def test_time_list_equals_single_calls(kernel):
-    dd, td, tt, y = synthetic()
+@pytest.mark.parametrize("jitter", [1e-2, 0.0], ids=["nngp definite", "nngp singular"])
+def test_time_list_equals_single_calls(kernel, jitter):
+    """Ten times at once take the rotated path of ``_ntk_cov_t`` (through the Cholesky factor
+    of K_dd, or through Vᵀ K_dd V where K_dd is singular); one time at once the direct one."""
+    dd, td, tt, y = synthetic(jitter=jitter)
     fact = P.factorize(dd, kernel, diag_reg=1e-3, method="eigh")
     ts = [0.0, 0.01, 0.1, 0.5, 1.0, 3.0, 10.0, 100.0, 1e4, math.inf]
     many = P.predict(fact, y, td, tt, kernel=kernel, t=ts, learning_rate=0.7)

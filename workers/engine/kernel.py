@@ -109,12 +109,11 @@ def default_block_size(arch: Architecture, point_shape: tuple[int, ...], dtype: 
     only same-position covariances are tracked, and one per pair of positions when pooling needs
     them all: 32×32 images make that a million. Every layer streams each kernel tensor of the
     block several times (tap sums, then the nonlinearity's dozen elementwise passes), so on a CPU
-    the block is sized for one kernel tensor to take ``NTK_CACHE_BYTES`` (2 MiB: the two cores'
-    L2 caches, both threads working on it): 1.4× faster for FC-5 and 2–4× for the CNNs of
-    bench/harness.py than blocks sized by memory alone, more blocks' Python overhead included.
-    A GPU
-    gains from large kernels instead, so there the whole working set (about ``LIVE_COPIES``
-    tensors) fills ``NTK_BLOCK_BYTES``. Blocks are capped at MAX_BLOCK so that symmetric
+    the block is sized for one kernel tensor to take ``NTK_CACHE_BYTES`` (2 MiB, near the two
+    cores' L2 caches: the fastest of 1–32 MiB for the CNNs of bench/harness.py, within 10% for
+    FC-5; from 32 MiB on, temporaries leave the reused heap, see ``allocator``, and run 5× slower).
+    A GPU gains from large kernels instead, so there the whole working set (about
+    ``LIVE_COPIES`` tensors) fills ``NTK_BLOCK_BYTES``. Blocks are capped at MAX_BLOCK so that symmetric
     matrices save work by computing only upper blocks.
     """
     positions = 1

@@ -529,15 +529,21 @@ def _ntk_cov_t(b: Tensor, v: Tensor, nngp_td: Tensor, nngp_dd: Tensor, nngp_tt: 
     (M, N) and ``B = Θ_td V``, ``Σ_t = K_tt + P K_dd Pᵀ − P K_dt − K_td Pᵀ`` (NT finite-t,
     ``g == 'ntk'``).
 
-    ``P K_dd Pᵀ`` costs O(M N²) per time whichever way it is grouped. Rotating ``K_dd`` into the
-    eigenbasis once (``Vᵀ K_dd V``: 4N³ flops) saves forming P (2MN² flops) at each time, so it
-    pays for T times when T·M > 2N; otherwise each time forms P and multiplies ``K_dd``.
+    ``P K_dd Pᵀ`` costs O(M N²) per time whichever way it is grouped. For many times it pays to
+    carry ``K_dd`` into the eigenbasis once: with its Cholesky factor, ``P K_dd Pᵀ = R Rᵀ`` with
+    ``R = B diag(φ_τ) (Vᵀ L)`` (``Vᵀ L``: 2⅓N³ flops, or ``Vᵀ K_dd V``, 4N³, where ``K_dd`` is
+    only semi-definite), which saves forming P (2MN² flops) at each time: worth it once
+    (T − 1)·M > 1.2·N. No inverse of ``K_dd`` is taken: it is not regularized, and may be singular.
     """
     bp = b * phi[:, None, :]
-    if phi.shape[0] * b.shape[0] > 2 * b.shape[1]:
-        kv = v.mT @ nngp_dd @ v
+    times, m, n = bp.shape
+    if (times - 1) * m > 1.2 * n:
         cross = bp @ (v.mT @ nngp_td.mT)
-        return nngp_tt + bp @ kv @ bp.mT - cross - cross.mT
+        factor, info = torch.linalg.cholesky_ex(nngp_dd)
+        if int(info) == 0:
+            r = bp @ (v.mT @ factor)
+            return nngp_tt + r @ r.mT - cross - cross.mT
+        return nngp_tt + bp @ (v.mT @ nngp_dd @ v) @ bp.mT - cross - cross.mT
     p = bp @ v.mT
     cross = p @ nngp_td.mT
     return nngp_tt + p @ nngp_dd @ p.mT - cross - cross.mT
