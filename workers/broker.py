@@ -25,8 +25,9 @@ log = logging.getLogger("ntk.worker")
 
 
 def transient(retries: int, exception: BaseException) -> bool:
-    """Retry only a lost Redis connection; a task's own failure ends its job instead."""
-    return retries < 5 and isinstance(exception, (redis.ConnectionError, redis.TimeoutError))
+    """Retry a lost Redis connection, or a Redis out of memory before the task could even start its
+    job (deletes or evictions may make room); a task's own failure ends its job instead."""
+    return retries < 5 and isinstance(exception, (redis.ConnectionError, redis.TimeoutError, redis.OutOfMemoryError))
 
 
 def build_broker(settings: Settings, *, guard: bool = False) -> RedisBroker:

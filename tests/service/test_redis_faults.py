@@ -47,7 +47,8 @@ def test_out_of_memory_is_507_while_reads_and_datasets_stay(start_service, start
             assert client.post("/v1/kernels", json=kernel).status_code == 507  # a job cannot be recorded
             for dataset in uploaded:  # reads are served, and no dataset was evicted
                 assert client.get(f"/v1/datasets/{dataset}").status_code == 200
-            for dataset in uploaded[: len(uploaded) // 2 + 1]:
+            # Delete all but one: a few hundred kB of room would be within the noise of client buffers
+            for dataset in uploaded[1:]:
                 assert client.delete(f"/v1/datasets/{dataset}").status_code == 204
             again = client.post("/v1/datasets", content=npz(x=points(100, 250, seed=99)),
                                 headers={"Content-Type": "application/x-npz"})
