@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     maintenance_chance: int = Field(50_000, ge=1, le=1_000_000, description="Dramatiq queue maintenance "
                                     "(requeueing dead workers' tasks) per million broker commands")
     worker_beat_s: float = Field(2.0, gt=0, description="how often workers report themselves alive")
+    worker_poll_ms: int = Field(50, ge=5, le=10_000, description="the longest an idle worker waits before "
+                                "looking at the queue again (Dramatiq's worker_timeout, 1000 by default): a "
+                                "job's plan, tiles and join are three hand-overs, each waiting up to this")
     poison_deliveries: int = Field(3, ge=1, description="a task delivered this often without finishing "
                                    "(it keeps killing its worker) fails its job")
     job_stall_s: float = Field(900.0, gt=0, description="a job without progress this long is re-planned")

@@ -36,7 +36,8 @@ def build_broker(settings: Settings, *, guard: bool = False) -> RedisBroker:
 
     No TimeLimit middleware: a tile may take as long as it takes. The heartbeat timeout and the
     maintenance chance decide how soon a dead worker's unacknowledged task goes back to the queue:
-    idle workers poll about once a second, so maintenance runs within seconds of the timeout.
+    idle workers poll every ``worker_poll_ms`` at least, so maintenance runs within a second of the
+    timeout.
     """
     middleware = [LogContext(), Retries(retry_when=transient, min_backoff=500, max_backoff=10_000)]
     if guard:

@@ -75,7 +75,7 @@ def run() -> int:
     from workers import tasks  # configures the broker from the settings and declares the actors
 
     warm_up(tasks.device)
-    worker = dramatiq.Worker(tasks.broker, worker_threads=1)
+    worker = dramatiq.Worker(tasks.broker, worker_threads=1, worker_timeout=tasks.settings.worker_poll_ms)
     worker.queue_prefetch = 1  # Dramatiq's default is 2 per thread: one task would wait behind the other
     worker.start()
     worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

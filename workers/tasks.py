@@ -22,7 +22,7 @@ from service.settings import get_settings
 from workers import compute, keys
 from workers.broker import FINISH, PLAN, QUEUE, TILE, build_broker, enqueue
 from workers.codec import pack, unpack
-from workers.engine import NonFiniteKernel, SpecError, resolve_device
+from workers.engine import KERNELS, NonFiniteKernel, SpecError, resolve_device
 from workers.engine.predict import (
     Factorization, NotPositiveDefinite, PredictError, factorization_key, factorize, max_learning_rate, method_for,
 )
@@ -190,13 +190,24 @@ def finish_job(job_id: str) -> None:
 
 def finish_kernels(job: dict, request: dict) -> None:
     block = blocks(request)["kernel"]
+    answer = {"id": block.id, "shape": list(block.shape)}
+    if answered_by_its_tile(job, request, block):
+        return succeed(job, None, answer)
     tiles = gather(job, request, [block])
     if tiles is None:
         return
     matrices = compute.assemble_block(block, tiles[block.name], device)
     names = [name for name in matrices if name.removesuffix("_stderr") in request["get"]]
-    succeed(job, {name: matrices[name].cpu().numpy() for name in names},
-            {"id": block.id, "shape": list(block.shape)})
+    succeed(job, {name: matrices[name].cpu().numpy() for name in names}, answer)
+
+
+def answered_by_its_tile(job: dict, request: dict, block: Block) -> bool:
+    """A block of one tile, asked for every kernel its tile holds, is its own answer: Redis copies
+    the tile to the result, rather than 2·N² numbers going through this worker twice (for 2048
+    points, 67 MB: 0.4 s of a 0.8 s job). False when the tile was evicted: the usual join then."""
+    (tile, *more) = block.tiles(int(job["tile"]))
+    return (not more and set(request["get"]) == set(KERNELS)
+            and bool(store.redis.copy(keys.tile(block.id, tile), keys.job_result(job["id"]), replace=True)))
 
 
 def finish_predict(job: dict, request: dict) -> None:
@@ -229,9 +240,11 @@ def finish_predict(job: dict, request: dict) -> None:
     succeed(job, arrays, {"t": request["t"], "max_learning_rate": lr_per_target * y.size, "labels": labels})
 
 
-def succeed(job: dict, arrays: dict, answer: dict) -> None:
-    """Store the answer's arrays, then end the job: whoever sees "succeeded" finds the result."""
-    store.redis.set(keys.job_result(job["id"]), pack(**arrays))
+def succeed(job: dict, arrays: dict | None, answer: dict) -> None:
+    """Store the answer's arrays (None: already in place), then end the job: whoever sees
+    "succeeded" finds the result."""
+    if arrays is not None:
+        store.redis.set(keys.job_result(job["id"]), pack(**arrays))
     cached = int(store.redis.hget(keys.job(job["id"]), "computed") or 0) == 0
     if jobs.end(job, "succeeded", answer={**answer, "cached": cached}):
         log.info("succeeded")

@@ -81,8 +81,12 @@ def test_kernels_match_the_engine(client):
 
 
 def test_kernels_from_a_dataset_share_the_cache(client, service_url):
-    x = points(40, seed=5)
+    x = points(40, seed=5)  # one tile: asked for both kernels, the tile is copied as the answer
     first = client.post("/v1/kernels", json={"architecture": MLP, "x1": x.tolist()}).json()
+    reference = kernel_fn(MLP, x)
+    for name in ("nngp", "ntk"):
+        np.testing.assert_allclose(first[name], reference[name].numpy(), rtol=1e-12, atol=0)
+        assert np.array_equal(first[name], np.transpose(first[name]))
     dataset = client.post("/v1/datasets", content=npz(x=x), headers={"Content-Type": "application/x-npz"}).json()["id"]
     before = tiles_computed(service_url)
     second = client.post("/v1/kernels", json={"architecture": MLP, "x1": {"dataset": dataset}, "get": ["nngp"]}).json()
