@@ -32,3 +32,19 @@ def test_harness_small_runs_and_writes_json(tmp_path):
         assert not case["errors"], case
         assert case["ours"]["first_s"] > 0
         assert case["nt"] is None
+
+
+def test_harness_api_case_against_a_running_service(tmp_path, service_url):
+    """The cached-answer case: computed once through the service, then fetched as npz; MB/s reported."""
+    out = tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if k != "NT_PYTHON"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "harness.py"), "--size", "small", "--cases", "api-cached",
+         "--url", service_url, "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (case,) = json.loads(out.read_text())["cases"]
+    assert not case["errors"], case
+    assert case["mb_per_s"] > 0 and case["ours"]["compute_s"] > 0
+    assert "cached answer served at" in proc.stdout
