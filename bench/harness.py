@@ -124,7 +124,9 @@ def cases_for(size: str) -> list[Case]:
             Case("cnn-gap", "kernel", cnn_spec(3, "GlobalAvgPool"), 128, (8, 8, 3), goal=0.2),
             Case("cnn-flatten", "kernel", cnn_spec(3, "Flatten"), 256, (16, 16, 3), goal=0.5),
             Case("predict-1t", "predict", fc_spec(), 4096, (784,), n_test=1024, t=1.0),
-            Case("predict-10t", "predict", fc_spec(), 4096, (784,), n_test=1024, t=T10),
+            Case("predict-10t", "predict", fc_spec(), 4096, (784,), n_test=1024, t=T10,
+                 note="with the covariance, each extra t is an M×N by N×N product (2MN² flops): the "
+                      "floor of 10 t / 1 t is ~1.7 on a 2-core CPU (README, Benchmarks)"),
             Case("predict-mean-1t", "predict", fc_spec(), 4096, (784,), n_test=1024, t=1.0,
                  compute_cov=False, reps=2),
             Case("predict-mean-10t", "predict", fc_spec(), 4096, (784,), n_test=1024, t=T10,
