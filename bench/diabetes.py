@@ -36,6 +36,7 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 import numpy as np  # noqa: E402
@@ -43,18 +44,11 @@ from sklearn.datasets import load_diabetes  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
+import harness  # noqa: E402
 from workers.engine import kernel_fn  # noqa: E402
 from workers.engine.predict import factorize, predict  # noqa: E402
 
 LEVELS = ((0.68, 1.0), (0.95, 1.96))
-
-
-def fc_regressor(depth: int, width: int = 512) -> dict:
-    layers = []
-    for _ in range(depth):
-        layers += [{"type": "Dense", "out_dim": width, "w_std": 1.5, "b_std": 0.05}, {"type": "Relu"}]
-    layers.append({"type": "Dense", "out_dim": 1, "w_std": 1.5, "b_std": 0.05})
-    return {"parameterization": "ntk", "layers": layers}
 
 
 def split(train: int, seed: int):
@@ -91,7 +85,7 @@ def main():
     args = ap.parse_args()
 
     x_train, y_train, x_test, y_test, units = split(args.train, args.seed)
-    spec = fc_regressor(args.depth)
+    spec = harness.fc_spec(args.depth)
     k_dd = kernel_fn(spec, x_train, device="cpu")
     k_td = kernel_fn(spec, x_test, x_train, device="cpu")
     k_tt = kernel_fn(spec, x_test, device="cpu")

@@ -44,14 +44,6 @@ CLASSES = 10
 MODES = ("ntk", "nngp")
 
 
-def fc_classifier(depth: int, width: int = 512) -> dict:
-    layers = []
-    for _ in range(depth):
-        layers += [{"type": "Dense", "out_dim": width, "w_std": 1.5, "b_std": 0.05}, {"type": "Relu"}]
-    layers.append({"type": "Dense", "out_dim": CLASSES, "w_std": 1.5, "b_std": 0.05})
-    return {"parameterization": "ntk", "layers": layers}
-
-
 def split(train: int, seed: int):
     x, labels = load_digits(return_X_y=True)
     x_train, x_test, l_train, l_test = train_test_split(x, labels, train_size=train, random_state=seed,
@@ -90,7 +82,7 @@ def main():
 
     x_train, l_train, x_test, l_test = split(args.train, args.seed)
     y_train = one_hot_targets(l_train, CLASSES).numpy()
-    spec = fc_classifier(args.depth)
+    spec = harness.fc_spec(args.depth, outputs=CLASSES)
     nt_python = os.environ.get("NT_PYTHON") or None
     print(f"digits: {len(x_train)} train / {len(x_test)} test images, 64 pixels, {CLASSES} classes; "
           f"FC-{args.depth} ReLU, t = ∞, diag_reg {args.diag_reg:g} (relative), float64")

@@ -48,12 +48,12 @@ ROOT = os.path.dirname(HERE)
 W_STD, B_STD = 1.5, 0.05
 
 
-def fc_spec(depth: int = 5, width: int = 512) -> dict:
-    """FC-<depth>: depth × (Dense + ReLU), then a Dense readout."""
+def fc_spec(depth: int = 5, width: int = 512, outputs: int = 1) -> dict:
+    """FC-<depth>: depth × (Dense + ReLU), then a Dense readout to ``outputs``."""
     layers = []
     for _ in range(depth):
         layers += [{"type": "Dense", "out_dim": width, "w_std": W_STD, "b_std": B_STD}, {"type": "Relu"}]
-    layers.append({"type": "Dense", "out_dim": 1, "w_std": W_STD, "b_std": B_STD})
+    layers.append({"type": "Dense", "out_dim": outputs, "w_std": W_STD, "b_std": B_STD})
     return {"parameterization": "ntk", "layers": layers}
 
 

@@ -49,12 +49,17 @@ def _report(width, exp, seconds):
               f"train loss {float(exp.run.train_loss[i].mean()):.2e}")
 
 
-@pytest.mark.slow
-def test_wide_ensemble_matches_the_predicted_gaussian_at_small_medium_and_large_t():
+def _experiment(width):
     x_train, y_train, x_test = sphere_problem()
     start = time.perf_counter()
-    exp = experiment(one_hidden_layer(WIDE), x_train, y_train, x_test, members=MEMBERS, seed=0)
-    _report(WIDE, exp, time.perf_counter() - start)
+    exp = experiment(one_hidden_layer(width), x_train, y_train, x_test, members=MEMBERS, seed=0)
+    _report(width, exp, time.perf_counter() - start)
+    return exp
+
+
+@pytest.mark.slow
+def test_wide_ensemble_matches_the_predicted_gaussian_at_small_medium_and_large_t():
+    exp = _experiment(WIDE)
     a = exp.agreement
     assert len(exp.run.steps) == 4
     assert a.consistent(ALPHA)
@@ -68,11 +73,7 @@ def test_wide_ensemble_matches_the_predicted_gaussian_at_small_medium_and_large_
 
 @pytest.mark.slow
 def test_narrow_ensemble_is_rejected():
-    x_train, y_train, x_test = sphere_problem()
-    start = time.perf_counter()
-    exp = experiment(one_hidden_layer(NARROW), x_train, y_train, x_test, members=MEMBERS, seed=0)
-    _report(NARROW, exp, time.perf_counter() - start)
-    a = exp.agreement
+    a = _experiment(NARROW).agreement
     assert not a.consistent(ALPHA)
     assert a.max_abs_z() > critical_z(a.tests, ALPHA)
     assert float(a.variance_ratio.mean()) < 0.9

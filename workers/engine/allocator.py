@@ -6,8 +6,8 @@ large with fresh ``mmap``\\s and gives freed memory back to the OS, so every tem
 page-faulted in anew: on bench/harness.py's CNN-GAP that was two thirds of the time. Raising the
 mmap threshold to its maximum (32 MiB) and the trim threshold to ``TRIM_THRESHOLD`` keeps
 temporaries in the heap, where the next block reuses them without faults (bench/harness.py:
-CNN-GAP 2.6× faster, 1.71 s → 0.67 s; CNN-Flatten 1.3×; FC-5 unchanged). The price: up to ``TRIM_THRESHOLD`` bytes of freed memory stay in
-the process rather than going back to the OS.
+CNN-GAP 2.6× faster, 1.71 s → 0.67 s; CNN-Flatten 1.3×; FC-5 unchanged). The price: up to
+``TRIM_THRESHOLD`` bytes of freed memory stay in the process rather than going back to the OS.
 
 Process-wide and done once, when the engine is imported; not done where the environment already
 sets glibc's own ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_`` (the user chose), nor

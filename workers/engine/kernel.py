@@ -113,8 +113,8 @@ def default_block_size(arch: Architecture, point_shape: tuple[int, ...], dtype: 
     cores' L2 caches: the fastest of 1–32 MiB for the CNNs of bench/harness.py, within 10% for
     FC-5; from 32 MiB on, temporaries leave the reused heap, see ``allocator``, and run 5× slower).
     A GPU gains from large kernels instead, so there the whole working set (about
-    ``LIVE_COPIES`` tensors) fills ``NTK_BLOCK_BYTES``. Blocks are capped at MAX_BLOCK so that symmetric
-    matrices save work by computing only upper blocks.
+    ``LIVE_COPIES`` tensors) fills ``NTK_BLOCK_BYTES``. Blocks are capped at MAX_BLOCK so that
+    symmetric matrices save work by computing only upper blocks.
     """
     positions = 1
     for n in point_shape[:-1]:
