@@ -1,4 +1,4 @@
-"""The REST schema (SPEC §3) as pydantic models: they validate requests and document /docs."""
+"""The REST schema (docs/rest.md) as pydantic models: they validate requests and document /docs."""
 
 from __future__ import annotations
 

@@ -23,7 +23,8 @@ class Settings(BaseSettings):
                                   "`ntk serve` starts an embedded Valkey")
     broker_url: str | None = Field(None, description="Redis for the Dramatiq queue (default: redis_url)")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
-    dtype: Literal["float32", "float64"] = "float64"
+    dtype: Literal["float32", "float64"] = Field("float64", description="kernels' and predictions' dtype when a "
+                                                 "request names none")
     tile: int = Field(2048, ge=1, description="Gram matrices are computed in tiles of this many rows/columns")
     cache_ttl_s: int = Field(7 * 86400, ge=1, description="lifetime of cached tiles and factorizations")
     api_keys: str = Field("", description="comma-separated bearer keys; empty: no auth")

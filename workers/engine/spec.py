@@ -1,4 +1,4 @@
-"""The architecture spec language (SPEC §2) as pydantic models.
+"""The architecture spec language (docs/architecture.md) as pydantic models.
 
 A spec is JSON: ``{"parameterization": "ntk", "layers": [{"type": "Dense", "out_dim": 512}, ...]}``.
 Each layer type is one model below; the ``type`` field selects it. Defaults are neural-tangents'.
@@ -51,6 +51,11 @@ class Layer(BaseModel):
 
 
 class Dense(Layer):
+    """A fully connected layer on the last axis: z = w_std/√n · W x + b_std · β with W, β standard
+    normal (NTK parameterization; "standard" puts the 1/√n in W's initialization). ``out_dim``: the
+    width (only Monte Carlo uses it; the analytic kernel is its infinite limit). ``b_std``: null for no
+    bias. neural-tangents: ``stax.Dense``."""
+
     type: Literal["Dense"]
     out_dim: Width
     w_std: Std = 1.0
@@ -58,6 +63,11 @@ class Dense(Layer):
 
 
 class Conv(Layer):
+    """A convolution over the spatial axes of ``(N, H, W, C)`` or ``(N, L, C)`` inputs (channels last).
+    ``filter_shape``: [h, w] or [k]; ``strides``: default 1 on each axis; ``padding``: VALID, SAME or
+    CIRCULAR; ``w_std``/``b_std`` as for Dense, the weight variance divided by the fan-in
+    (filter size × input channels). neural-tangents: ``stax.Conv``."""
+
     type: Literal["Conv"]
     out_chan: Width
     filter_shape: Window
@@ -68,33 +78,48 @@ class Conv(Layer):
 
 
 class Relu(Layer):
+    """φ(x) = max(x, 0): the arc-cosine kernel of degree 1 (Cho & Saul 2009). ``stax.Relu``."""
+
     type: Literal["Relu"]
 
 
 class Abs(Layer):
+    """φ(x) = |x|. ``stax.Abs``."""
+
     type: Literal["Abs"]
 
 
 class Sign(Layer):
+    """φ(x) = sign(x): the arc-cosine kernel of degree 0; its NTK contribution is zero away from
+    x = 0. ``stax.Sign``."""
+
     type: Literal["Sign"]
 
 
 class Identity(Layer):
+    """φ(x) = x: passes the kernel through unchanged. ``stax.Identity``."""
+
     type: Literal["Identity"]
 
 
 class LeakyRelu(Layer):
+    """φ(x) = x for x ≥ 0, ``alpha``·x below. ``stax.LeakyRelu``."""
+
     type: Literal["LeakyRelu"]
     alpha: Slope
 
 
 class ABRelu(Layer):
+    """φ(x) = ``a``·x for x < 0, ``b``·x for x ≥ 0 (Relu is a = 0, b = 1). ``stax.ABRelu``."""
+
     type: Literal["ABRelu"]
     a: Slope
     b: Slope
 
 
 class Erf(Layer):
+    """φ(x) = ``a``·erf(``b``·x) + ``c``, in closed form (Williams 1997). ``stax.Erf``."""
+
     type: Literal["Erf"]
     a: Slope = 1.0
     b: Slope = 1.0
@@ -102,11 +127,17 @@ class Erf(Layer):
 
 
 class Gelu(Layer):
+    """φ(x) = x·Φ(x) (Hendrycks & Gimpel 2016), in closed form. ``approximate``: the tanh form
+    in finite (Monte Carlo) networks; as in neural-tangents, the analytic kernel is the exact one
+    either way. ``stax.Gelu``."""
+
     type: Literal["Gelu"]
     approximate: bool = False
 
 
 class Sin(Layer):
+    """φ(x) = ``a``·sin(``b``·x + ``c``), in closed form. ``stax.Sin``."""
+
     type: Literal["Sin"]
     a: Slope = 1.0
     b: Slope = 1.0
@@ -114,12 +145,20 @@ class Sin(Layer):
 
 
 class Elementwise(Layer):
+    """A smooth activation without a closed-form kernel, integrated numerically: ``fn`` is tanh,
+    sigmoid, softplus, silu or elu; ``degree`` is the number of Gauss–Hermite nodes per axis.
+    neural-tangents: ``stax.ElementwiseNumerical`` (docs/accuracy.md says where the two differ)."""
+
     type: Literal["Elementwise"]
     fn: Literal["tanh", "sigmoid", "softplus", "silu", "elu"]
     degree: Annotated[int, Field(ge=2, le=256)] = 64
 
 
 class AvgPool(Layer):
+    """Average pooling over the spatial axes: ``window_shape`` [h, w] or [k]; ``strides`` default
+    1 on each axis (neural-tangents' default, not the window); ``padding`` VALID, SAME or CIRCULAR.
+    ``stax.AvgPool``."""
+
     type: Literal["AvgPool"]
     window_shape: Window
     strides: Window | None = None
@@ -127,14 +166,21 @@ class AvgPool(Layer):
 
 
 class GlobalAvgPool(Layer):
+    """The mean over all spatial positions: ``(N, H, W, C)`` → ``(N, C)``. ``stax.GlobalAvgPool``."""
+
     type: Literal["GlobalAvgPool"]
 
 
 class Flatten(Layer):
+    """Spatial positions and channels into one axis: ``(N, H, W, C)`` → ``(N, H·W·C)``. ``stax.Flatten``."""
+
     type: Literal["Flatten"]
 
 
 class LayerNorm(Layer):
+    """Normalizes over ``axis`` (counted over the whole ``(N, ..., C)`` array as in
+    ``stax.LayerNorm``: [-1] the channels, [1, 2, 3] height, width and channels of an image)."""
+
     type: Literal["LayerNorm"]
     axis: Annotated[list[Annotated[int, Field(ge=-4, le=3)]], Field(min_length=1, max_length=4)] = [-1]
 
@@ -145,6 +191,9 @@ class LayerNorm(Layer):
 
 
 class Residual(Layer):
+    """The sum of a branch (``layers``) and a ``shortcut`` (default: the identity):
+    ``FanOut(2) >> parallel(serial(*layers), serial(*shortcut)) >> FanInSum`` in neural-tangents."""
+
     type: Literal["Residual"]
     layers: Annotated[list[AnyLayer], Field(min_length=1, max_length=MAX_LAYERS)]
     shortcut: Annotated[list[AnyLayer], Field(max_length=MAX_LAYERS)] | None = None
@@ -164,7 +213,8 @@ READS_VARIANCES = ACTIVATIONS + (LayerNorm,)
 
 
 class Architecture(BaseModel):
-    """A whole network: layers run in sequence (stax.serial)."""
+    """A whole network: ``layers`` run in sequence (``stax.serial``); ``parameterization`` is "ntk" or
+    "standard", as in neural-tangents."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
