@@ -39,7 +39,7 @@ ARCHITECTURES: dict[str, tuple[dict, tuple[int, ...]]] = {
     "Sin": (_fc({"type": "Sin"}), (3,)),
     **{f"Elementwise-{fn}": (_fc({"type": "Elementwise", "fn": fn}), (3,))
        for fn in ("tanh", "sigmoid", "softplus", "silu", "elu")},
-    "LayerNorm": (_fc({"type": "Relu"}, {"type": "LayerNorm"}), (3,)),
+    "LayerNorm": (_fc({"type": "LayerNorm"}, {"type": "Relu"}), (3,)),
     "Residual": (_fc({"type": "Residual", "layers": [{"type": "Relu"}, {"type": "Dense", "out_dim": 16}]}), (3,)),
     "Conv": (_image({"type": "Relu"}), (4, 4, 2)),
     "Conv-1d": ({"layers": [{"type": "Conv", "out_chan": 4, "filter_shape": [3], "padding": "CIRCULAR"},

@@ -9,7 +9,10 @@ import sys
 from pathlib import Path
 from typing import get_args
 
-from every_layer import ARCHITECTURES
+import numpy as np
+import pytest
+from every_layer import ARCHITECTURES, inputs
+from workers.engine import kernel_fn
 from workers.engine.spec import AnyLayer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +27,12 @@ def test_every_layer_type_is_covered():
     types = {model.__name__ for model in get_args(get_args(AnyLayer)[0])}
     covered = {layer["type"] for arch, _ in ARCHITECTURES.values() for layer in _walk(arch["layers"])}
     assert types <= covered, f"tests/every_layer.py lacks {sorted(types - covered)}"
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_every_layer_architecture_computes(name):
+    arch, shape = ARCHITECTURES[name]
+    assert all(np.isfinite(k).all() for k in kernel_fn(arch, inputs(shape)).values())
 
 
 def _walk(layers: list[dict]):
