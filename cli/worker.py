@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from .errors import settings_errors
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("worker", help="run one worker process against NTK_REDIS_URL")
@@ -18,5 +20,6 @@ def run(args) -> int:
     from service.settings import get_settings
     from workers.runtime import run as run_worker
 
-    logs.configure(get_settings())
+    with settings_errors():
+        logs.configure(get_settings())
     return run_worker()

@@ -15,5 +15,7 @@ read -r -a FLAGS <<< "${PIP_FLAGS:-}"
 # build even in a CPU image.
 "$PYTHON" -m pip install --no-cache-dir "${FLAGS[@]}" "torch==2.13.0" \
     --extra-index-url "https://download.pytorch.org/whl/${TORCH_BUILD}"
-"$PYTHON" -m pip install --no-cache-dir "${FLAGS[@]}" .
+# the service and its SDK (clients/python, which `ntk kernel/predict --url` imports), in one resolve
+"$PYTHON" -m pip install --no-cache-dir "${FLAGS[@]}" . ./clients/python
 "$PYTHON" -m cli --help > /dev/null
+"$PYTHON" -c "import ntk_client"
