@@ -12,7 +12,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--x1", required=True, help=".npy (or .npz field x) of inputs")
     p.add_argument("--x2", help="second inputs (default: x1)")
     p.add_argument("--get", default="nngp,ntk", help="comma-separated: nngp, ntk")
-    p.add_argument("--dtype", default="float64", choices=DTYPES)
+    p.add_argument("--dtype", default="float64", choices=DTYPES, help="floating-point precision of the computation")
     p.add_argument("--method", default="analytic", choices=("analytic", "monte_carlo"))
     # None: the engine's (and the service's) DEFAULT_SAMPLES, named here without importing torch
     p.add_argument("--samples", type=int, help="networks averaged by monte_carlo (default: 100, as the service)")

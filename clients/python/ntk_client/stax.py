@@ -218,8 +218,8 @@ def AvgPool(
     strides: tuple[int, ...] | None = _Default(None),
     padding: str = _Default("VALID"),
 ) -> Layer:
-    """Average pooling over ``window_shape``; ``strides=None`` steps by 1 along each axis (neural-tangents'
-    default, not the window: pass ``strides=window_shape`` for non-overlapping windows)."""
+    """Average pooling over ``window_shape``. ``strides=None`` is 1 along each axis (neural-tangents'
+    default), not the window: pass ``strides=window_shape`` for non-overlapping windows."""
     if not isinstance(strides, _Default) and strides is not None:
         strides = _shape(strides)
     return Layer("AvgPool", window_shape=_shape(window_shape), **_given(strides=strides, padding=padding))
