@@ -3,8 +3,8 @@ one line on stderr and a non-zero exit, never a traceback."""
 
 import importlib.metadata
 import json
+import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -158,6 +158,18 @@ def test_a_user_error_prints_no_traceback_from_the_installed_command(tmp_path):
     assert not (tmp_path / "p.npz").exists()
 
 
+@pytest.mark.parametrize("command, env, name", [
+    (["serve"], {"NTK_TILE": "many"}, "NTK_TILE='many'"),
+    (["worker", "--device", "cpu"], {"NTK_REDIS_URL": "redis://127.0.0.1:{port}/0"}, "cannot reach Redis"),
+])
+def test_serve_and_worker_report_a_bad_setting_or_redis_in_one_line(free_tcp_port, command, env, name):
+    env = {k: v.format(port=free_tcp_port()) for k, v in env.items()}
+    done = subprocess.run([sys.executable, "-m", "cli", *command], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+    assert done.returncode == 1
+    assert_one_clean_line(done.stderr, name)
+
+
 class ProblemServer:
     """An HTTP server answering every request with one problem+json status; it keeps the JSON bodies."""
 
@@ -205,11 +217,9 @@ def test_a_server_refusal_is_one_line_naming_status_and_detail(tmp_path, capsys,
     assert_one_clean_line(err, server.url, str(status), "the server's reason")
 
 
-def test_a_server_that_is_down_is_one_line(tmp_path, capsys, monkeypatch):
+def test_a_server_that_is_down_is_one_line(tmp_path, capsys, monkeypatch, free_tcp_port):
     write_inputs(tmp_path)
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    url = f"http://127.0.0.1:{free_tcp_port()}"  # nothing listens there
     monkeypatch.setattr(time, "sleep", lambda seconds: None)  # the SDK's retries, without their backoff
     got, err = ntk(capsys, "predict", "--arch", tmp_path / "arch.json", "--train", tmp_path / "train.npz",
                    "--test", tmp_path / "x_test.npy", "--out", tmp_path / "p.npz", "--url", url)
