@@ -100,11 +100,9 @@ def add_remote_options(parser) -> None:
 
 
 def connect(args):
-    """The SDK's Client for --url (ntk_client, installed from clients/python)."""
-    try:
-        from ntk_client import Client
-    except ImportError as e:
-        raise UserError("--url needs the Python SDK: pip install -e clients/python") from e
+    """The SDK's Client for --url (inside ``errors.server_errors``, which says where to get it)."""
+    from ntk_client import Client
+
     return Client(args.url, api_key=args.api_key)
 
 

@@ -52,10 +52,18 @@ def engine_errors():
 @contextmanager
 def server_errors(url: str):
     """Computing on a server: what it refused (4xx), its failures, or no answer at all, as a UserError."""
-    from ntk_client import NetworkError, NTKError
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"--url {url}: give the server's address as http://host:port or https://...")
+    try:
+        import httpx
+        from ntk_client import NetworkError, NTKError
+    except ImportError as e:
+        raise UserError("--url needs the Python SDK: pip install -e clients/python") from e
 
     try:
         yield
+    except httpx.InvalidURL as e:
+        raise UsageError(f"--url {url}: {e}") from e
     except NetworkError as e:
         raise UserError(f"no answer from {url}: {e}") from e
     except NTKError as e:

@@ -129,6 +129,8 @@ USER_ERRORS = {
     "not a device": (kernel("arch.json", "x.npy", "k.npz", "--device", "banana"), 1, "banana"),
     "unwritable output": (kernel(out="no-dir/k.npz"), 1, "cannot write"),
     "bad --dtype": (kernel("arch.json", "x.npy", "k.npz", "--dtype", "float16"), 2, "--dtype"),
+    "--url without a scheme": (kernel("arch.json", "x.npy", "k.npz", "--url", "localhost:8000"), 2, "http://"),
+    "--url not a URL": (kernel("arch.json", "x.npy", "k.npz", "--url", "http://[::1"), 2, "--url"),
     "bad --t": (predict("train.npz", "--t", "soon"), 2, "--t"),
     "negative --t": (predict("train.npz", "--t", "1,-1"), 2, "--t"),
     ".npy as --train": (predict("x.npy"), 2, "--train takes an .npz"),
@@ -225,6 +227,15 @@ def test_a_server_that_is_down_is_one_line(tmp_path, capsys, monkeypatch, free_t
                    "--test", tmp_path / "x_test.npy", "--out", tmp_path / "p.npz", "--url", url)
     assert got == 1
     assert_one_clean_line(err, f"no answer from {url}")
+
+
+def test_url_without_the_sdk_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    write_inputs(tmp_path)
+    monkeypatch.setitem(sys.modules, "ntk_client", None)  # as if clients/python were not installed
+    got, err = ntk(capsys, "kernel", "--arch", tmp_path / "arch.json", "--x1", tmp_path / "x.npy",
+                   "--out", tmp_path / "k.npz", "--url", "http://127.0.0.1:8000")
+    assert got == 1
+    assert_one_clean_line(err, "pip install -e clients/python")
 
 
 def test_an_internal_error_keeps_its_traceback_with_a_hint(tmp_path, capsys, monkeypatch):
