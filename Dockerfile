@@ -8,6 +8,8 @@ COPY docker docker
 COPY cli cli
 COPY service service
 COPY workers workers
+# the SDK: `ntk kernel/predict --url` computes through it
+COPY clients/python clients/python
 RUN docker/install.sh "$TORCH_BUILD" && useradd --system --no-create-home ntk
 USER ntk
 EXPOSE 8000

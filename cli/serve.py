@@ -15,14 +15,18 @@ import sys
 import threading
 from contextlib import ExitStack
 
+from .errors import settings_errors
+
 log = logging.getLogger("ntk.serve")
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("serve", help="run the API, N workers and (without NTK_REDIS_URL) a Valkey")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    # this machine only, as for any dev server: the API has no keys unless NTK_API_KEYS is set. The
+    # image (Dockerfile, docker-compose.yml) passes --host 0.0.0.0 and publishes the port.
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (0: the API alone)")
     parser.set_defaults(func=run)
 
 
@@ -78,7 +82,8 @@ def run(args) -> int:
     # (and a SIGTERM before uvicorn runs) unwind the stack below, stopping the children, rather
     # than kill this process outright
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    settings = Settings()
+    with settings_errors():
+        settings = Settings()
     logs.configure(settings)
     env = dict(os.environ)
     with ExitStack() as stack:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from .errors import UserError, settings_errors
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("worker", help="run one worker process against NTK_REDIS_URL")
@@ -14,9 +16,18 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     if args.device:
         os.environ["NTK_DEVICE"] = args.device  # read by the settings the worker loads
+    import redis
+
     from service import logs
     from service.settings import get_settings
     from workers.runtime import run as run_worker
 
-    logs.configure(get_settings())
+    with settings_errors():
+        settings = get_settings()
+    logs.configure(settings)
+    # checked before the worker starts its consumer threads, which would keep the process alive
+    try:
+        redis.Redis.from_url(settings.redis, socket_connect_timeout=5).ping()
+    except redis.RedisError as e:
+        raise UserError(f"cannot reach Redis at {settings.redis} (NTK_REDIS_URL): {e}") from e
     return run_worker()

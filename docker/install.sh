@@ -21,3 +21,4 @@ TORCH_INDEX=()
 "$PYTHON" -m pip install --no-cache-dir "${FLAGS[@]}" -c constraints.txt "torch==2.13.0" "${TORCH_INDEX[@]}"
 "$PYTHON" -m pip install --no-cache-dir "${FLAGS[@]}" -c constraints.txt . ./clients/python
 "$PYTHON" -m cli --help > /dev/null
+"$PYTHON" -c "import ntk_client"

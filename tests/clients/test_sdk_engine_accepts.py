@@ -1,6 +1,6 @@
 """Every builder case, placed in a network, is a spec the engine (workers.engine) accepts and computes.
 
-The JSON-level tests pin the builder to SPEC §2; this checks the same JSON against the project's
+The JSON-level tests pin the builder to the architecture JSON; this checks the same JSON against the project's
 own parser, so that builder and server cannot drift apart unnoticed. Skipped where the engine
 (PyTorch) is not installed.
 """
@@ -53,3 +53,14 @@ def test_omitted_parameters_take_the_neural_tangents_defaults():
     a, b = engine.kernel_fn(terse.to_dict(), VECTORS), engine.kernel_fn(spelled.to_dict(), VECTORS)
     for name in a:
         assert bool((a[name] == b[name]).all())
+
+
+def test_avgpool_strides_default_to_one_as_documented():
+    def ntk(*pool_args, **pool_kwargs):
+        arch = stax.serial(stax.Conv(4, (3, 3), padding="SAME"), stax.AvgPool(*pool_args, **pool_kwargs),
+                           stax.Flatten(), stax.Dense(1))
+        return engine.kernel_fn(arch.to_dict(), IMAGES, get=("ntk",))["ntk"]
+
+    terse = ntk((2, 2))
+    assert bool((terse == ntk((2, 2), strides=(1, 1))).all())
+    assert not bool((terse == ntk((2, 2), strides=(2, 2))).all())

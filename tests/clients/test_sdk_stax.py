@@ -1,8 +1,9 @@
-"""The stax builder produces exactly the SPEC §2 JSON one would write by hand."""
+"""The stax builder produces exactly the architecture JSON (docs/architecture.md) one would write by hand."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,3 +137,13 @@ def test_layers_compare_and_hash_by_their_json():
     assert stax.Dense(3, w_std=2.0) == stax.Dense(3, w_std=2.0)
     assert stax.Dense(3) != stax.Dense(3, w_std=1.0)
     assert len({stax.Relu(), stax.Relu(), stax.serial(stax.Relu())}) == 2
+
+
+def test_avgpool_docs_say_what_the_server_does():
+    """strides=None is stride 1 (neural-tangents' default, and the engine's), not the window:
+    tests/clients/test_sdk_engine_accepts.py checks the engine; here the SDK's two documents."""
+    readme = (Path(stax.__file__).parents[1] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `AvgPool("))
+    for text in (row, stax.AvgPool.__doc__):
+        assert "1 along each axis" in text and "default to the window" not in text
+    assert stax.AvgPool((2, 2)).to_dict() == {"type": "AvgPool", "window_shape": [2, 2]}  # the server fills strides in

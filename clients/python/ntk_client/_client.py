@@ -235,7 +235,7 @@ class _BaseClient:
         yield from self._request("DELETE", f"/v1/datasets/{dataset}")
 
     def _array_ref(self, x: ArrayLike, path: str) -> Operation[Any]:
-        """An ArrayRef (SPEC §3): inline nested lists when small, an uploaded dataset when large."""
+        """An array reference of the REST API (docs/rest.md): inline nested lists when small, an uploaded dataset when large."""
         if _is_reference(x):
             return _reference(x)
         x = as_features(x)

@@ -1,7 +1,7 @@
 """Architecture builder with the names of ``neural_tangents.stax``.
 
 Each function returns a :class:`Layer`; :func:`serial` chains them into an architecture whose
-:meth:`Serial.to_dict` is the JSON of SPEC §2::
+:meth:`Serial.to_dict` is the architecture JSON of the service (docs/architecture.md)::
 
     >>> from ntk_client import stax
     >>> stax.serial(stax.Dense(512, w_std=1.5), stax.Relu(), stax.Dense(1)).to_dict()
@@ -69,7 +69,7 @@ def _shape(value: Any) -> Any:
 
 
 class Layer:
-    """One layer of an architecture: its SPEC §2 ``type`` and the parameters given for it."""
+    """One layer of an architecture: its ``type`` (docs/architecture.md) and the parameters given for it."""
 
     __slots__ = ("type", "params")
 
@@ -218,7 +218,8 @@ def AvgPool(
     strides: tuple[int, ...] | None = _Default(None),
     padding: str = _Default("VALID"),
 ) -> Layer:
-    """Average pooling; ``strides`` default to the window."""
+    """Average pooling over ``window_shape``. ``strides=None`` is 1 along each axis (neural-tangents'
+    default), not the window: pass ``strides=window_shape`` for non-overlapping windows."""
     if not isinstance(strides, _Default) and strides is not None:
         strides = _shape(strides)
     return Layer("AvgPool", window_shape=_shape(window_shape), **_given(strides=strides, padding=padding))
