@@ -3,7 +3,7 @@ FROM python:3.11-slim
 ARG TORCH_BUILD=cpu
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY docker docker
 COPY cli cli
 COPY service service
