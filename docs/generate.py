@@ -11,10 +11,10 @@ around it is written by hand.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
-from typing import get_args
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -52,28 +52,21 @@ def _number(value: float) -> str:
 
 
 def layers() -> str:
-    from workers.engine.spec import AnyLayer, Architecture
+    from workers.engine.spec import Architecture, Layer
 
-    union = get_args(get_args(AnyLayer)[0])
     definitions = Architecture.model_json_schema()["$defs"]  # Residual refers to itself: read it from here
     rows = ["| type | parameters (default) | meaning |", "|---|---|---|"]
-    for model in union:
+    for model in Layer.__subclasses__():
         schema = definitions[model.__name__]
         required = set(schema.get("required", []))
         params = []
         for name, prop in schema["properties"].items():
             if name == "type":
                 continue
-            default = "required" if name in required else f"default `{_default(prop.get('default'))}`"
+            default = "required" if name in required else f"default `{json.dumps(prop.get('default'))}`"
             params.append(f"`{name}`: {_json_type(prop)}, {default}")
         rows.append(f"| `{model.__name__}` | {'<br>'.join(params) or '—'} | {_one_line(model.__doc__)} |")
     return "\n".join(rows) + "\n"
-
-
-def _default(value) -> str:
-    import json
-
-    return json.dumps(value)
 
 
 def settings() -> str:
