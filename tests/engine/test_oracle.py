@@ -24,6 +24,14 @@ CASES = sorted(p.stem for p in FIXTURE_DIR.glob("*.npz"))
 
 F32_RTOL = 1e-4
 
+# Elementwise (tanh, sigmoid, softplus, silu, elu) is a numerical integral in both engines, and the
+# two differ by neural-tangents' quadrature error, not ours: its degree-64 Gauss–Hermite product
+# rule is off the converged integral by up to 8e-3 relative on these fixtures (elu's NTK; tanh
+# 2e-3; the degree-32 tanh case 1.3e-2), while our rule is within 1e-9 of it (checked against
+# scipy's adaptive quadrature and closed forms in test_quadrature.py). Against neural-tangents
+# these cases can only check the plumbing (layouts, spatial axes, zero rows), at NT's error.
+NT_QUADRATURE_RTOL = 2e-2
+
 
 @lru_cache(maxsize=None)
 def load(case: str) -> dict:
@@ -32,6 +40,8 @@ def load(case: str) -> dict:
     d["spec"] = json.loads(str(d["spec"]))
     d["x2"] = d.get("x2")
     d["rtol"] = float(d["rtol"])
+    if "Elementwise" in layer_types(d["spec"]["layers"]):
+        d["rtol"] = NT_QUADRATURE_RTOL
     if d["x2"] is None and "Elementwise" in layer_types(d["spec"]["layers"]):
         # NT's Gauss-Hermite quadrature puts x_i on the first node axis for entry (i, j), so its
         # K(x, x) is asymmetric by ~1e-4. The kernel itself is symmetric, and so is ours (a
@@ -197,7 +207,8 @@ def report(cases=None) -> int:
         e32 = worst.get((g, "f32"), (None, "(not measured)", ""))
         print(f"{g:16s} {fmt(e64[0])}  {e64[1] + ' ' + e64[2]:44s} "
               f"{fmt(e32[0])}  {e32[1]} {e32[2]}")
-    print(f"\n(rel err = max|ours - ref| / max|ref|; f64 tolerance 1e-6, 1e-4 with Elementwise;"
+    print(f"\n(rel err = max|ours - ref| / max|ref|; f64 tolerance 1e-6, {NT_QUADRATURE_RTOL:g} with Elementwise"
+          " (neural-tangents' quadrature error);"
           f" f32 over all non-Elementwise cases (as the test), tolerance {F32_RTOL:g}; "
           f"{len(cases)} fixtures, {time.time() - t0:.1f}s)")
     if failures:

@@ -151,7 +151,7 @@ class Elementwise(Layer):
 
     type: Literal["Elementwise"]
     fn: Literal["tanh", "sigmoid", "softplus", "silu", "elu"]
-    degree: Annotated[int, Field(ge=2, le=256)] = 64
+    degree: Annotated[int, Field(ge=2, le=256)] = 96
 
 
 class AvgPool(Layer):
