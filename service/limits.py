@@ -2,8 +2,9 @@
 
 Each refusal is a 422 naming the JSON path, the value, the limit and the environment variable
 that sets it, also as the problem's ``value``, ``limit`` and ``setting`` members. The body's size
-is refused before it is read, as a 413 (service.middleware.BodyLimit); the architecture's depth and
-Residual nesting are the engine's own limits (workers.engine.spec), refused as 422s that name them.
+is refused before it is read, as a 413 (service.middleware.BodyLimit). The architecture's depth is
+NTK_MAX_LAYERS (a list longer than that is refused while parsing: service.problems); Residual
+nesting is the engine's own limit (workers.engine.spec), refused as a 422 that names it.
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ def check_pair_covariances(settings: Settings, architecture: Architecture, shape
                f"the covariances per pair of points (one per position: {dimensions(shape[1:-1])})")
 
 
+def check_depth(settings: Settings, architecture: Architecture) -> None:
+    within(settings, "max_layers", architecture.depth(), "architecture.layers",
+           "the number of layers (those inside Residual blocks included)")
+
+
 def widest_layer(architecture: Architecture) -> int:
     widths = [layer.out_dim if isinstance(layer, Dense) else layer.out_chan
               for layer in iter_layers(architecture.layers) if isinstance(layer, (Dense, Conv))]
@@ -54,6 +60,7 @@ def widest_layer(architecture: Architecture) -> int:
 
 def check_kernels(settings: Settings, body: KernelRequest, x1: dict, x2: dict | None, samples: int | None) -> None:
     """x1 and x2 are resolved references (service.inputs): their ``shape`` is known."""
+    check_depth(settings, body.architecture)
     n1 = x1["shape"][0]
     n2 = n1 if x2 is None else x2["shape"][0]
     check_points(settings, [n1 + (0 if x2 is None else n2), *x1["shape"][1:]], "x1", "the points in x1 and x2")
@@ -67,6 +74,7 @@ def check_kernels(settings: Settings, body: KernelRequest, x1: dict, x2: dict | 
 
 
 def check_predict(settings: Settings, body: PredictRequest, x_train: dict, x_test: dict) -> None:
+    check_depth(settings, body.architecture)
     n_train, n_test = x_train["shape"][0], x_test["shape"][0]
     check_points(settings, [n_train + n_test, *x_train["shape"][1:]], "x_train", "the points in x_train and x_test")
     within(settings, "max_train_points", n_train, "x_train", "the number of training points")

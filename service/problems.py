@@ -76,11 +76,24 @@ def malformed_json(error: ValueError | RecursionError) -> Problem:
     return Problem(400, "Malformed JSON", f"the body is not valid JSON: {reason}")
 
 
+# pydantic's recursion guard: "recursion_loop" in older versions, "recursion_depth_exceeded" in 2.14
+RECURSION_ERRORS = ("recursion_loop", "recursion_depth_exceeded")
+
+
 def nesting_message(error: dict) -> str:
     """pydantic's recursion guard stops validating deeply nested Residual blocks long before
     Architecture.check would count them: say which limit that is, not "cyclic reference"."""
     depth = sum(step in ("layers", "shortcut") for step in error["loc"]) - 1
     return f"Residual blocks nest more than {depth} deep; at most {MAX_RESIDUAL_NESTING} are allowed"
+
+
+def layer_list_too_long(error: dict) -> dict:
+    """A list of layers longer than NTK_MAX_LAYERS, refused while parsing (before its layers are
+    built) as the limit it is: value, limit and setting, like service.limits.within."""
+    path, value, limit = json_path(error["loc"]), error["ctx"]["actual_length"], error["ctx"]["max_length"]
+    message = f"the number of layers is {value}, over the limit of {limit} (NTK_MAX_LAYERS)"
+    return problem(422, "Over a limit", f"{path}: {message}", errors=[{"path": path, "message": message}],
+                   value=value, limit=limit, setting="NTK_MAX_LAYERS")
 
 
 def respond(body: dict, headers: dict | None = None) -> JSONResponse:
@@ -125,7 +138,10 @@ def install(app: FastAPI) -> None:
                                    f"(at character {decode[0]['loc'][-1]})"))
         if any(e["type"] == "missing" and tuple(e["loc"]) == ("body",) for e in errors):
             return respond(problem(400, "Malformed JSON", "the body is empty: this call takes a JSON object"))
-        paths = [{"path": json_path(e["loc"]), "message": nesting_message(e) if e["type"] == "recursion_loop" else e["msg"]}
+        too_deep = [e for e in errors if e["type"] == "too_long" and e["loc"][-1] in ("layers", "shortcut")]
+        if too_deep:
+            return respond(layer_list_too_long(too_deep[0]))
+        paths = [{"path": json_path(e["loc"]), "message": nesting_message(e) if e["type"] in RECURSION_ERRORS else e["msg"]}
                  for e in errors]
         detail = "; ".join(f"{p['path']}: {p['message']}" for p in paths[:5])
         return respond(problem(422, "Invalid input", detail, errors=paths))

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     max_train_points: int = Field(4000, ge=1, description="most training points of a prediction: the "
                                   "factorization is cubic in them and cached as one Redis value (2 N² floats)")
     max_times: int = Field(1000, ge=1, description="most values of t in one prediction")
+    max_layers: int = Field(1024, ge=1, description="the deepest architecture accepted, layers inside Residual "
+                            "blocks counted; a kernel's time is linear in depth. The engine reads the same "
+                            "variable (workers.engine.spec.MAX_LAYERS), so set it for the workers too")
     max_mc_samples_width: int = Field(1 << 25, ge=1, description="Monte Carlo: most samples × the widest layer "
                                       "(out_dim or out_chan), which an estimate's time and memory grow with")
 

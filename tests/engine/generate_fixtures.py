@@ -331,6 +331,13 @@ def build_cases():
         "Sign without bias; parallel rows")
     add("repeated_deep_relu_sym_ntk", deep, xr1, None, "deep Relu with duplicate rows")
 
+    # depth 300 (NTK_MAX_LAYERS admits 1024): 300 x (Dense + activation) + Dense, x2 holding a
+    # copy of an x1 row, so an entry of two identical points is compared too
+    for name, act, w, b in [("relu", A("Relu"), 1.4, 0.1), ("erf", A("Erf"), 1.3, 0.1)]:
+        layers = [D(64, w, b), copy.deepcopy(act)] * 300 + [D(1, w, b)]
+        add(f"deep_{name}_300_ntk", layers, xr1, xr2,
+            f"300 x (Dense+{act['type']}) + Dense; x2 repeats x1 rows")
+
     # zero input row (zero variance if no bias)
     xz1 = _x("zero1", (4, 4)).copy()
     xz1[1] = 0.0
@@ -655,7 +662,10 @@ def main(argv=None):
         index[name] = case["desc"]
         print(f"{name:50s} {nngp.shape} {time.time() - t1:6.2f}s", flush=True)
 
-    if not args.only:
+    if args.only:  # keep the other fixtures' entries
+        previous = json.loads((OUT_DIR / "INDEX.json").read_text()) if (OUT_DIR / "INDEX.json").exists() else {}
+        (OUT_DIR / "INDEX.json").write_text(json.dumps({**previous, **index}, indent=1) + "\n")
+    else:
         if not args.keep:
             for f in OUT_DIR.glob("*.npz"):
                 if f.stem not in index:

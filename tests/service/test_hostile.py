@@ -285,8 +285,8 @@ MALFORMED_BINARY = [
 NESTING = [
     pytest.param(network(DENSE, residuals(50), OUT), 422, "nest", id="Residual 50 deep"),
     pytest.param(network(*[DENSE] * 10_000, OUT), 422, "architecture.layers", id="10k layers"),
-    pytest.param(network(*[{"type": "Residual", "layers": [DENSE] * 200}] * 2, OUT), 422, "at most",
-                 id="403 layers, most inside Residual branches"),
+    pytest.param(network(*[{"type": "Residual", "layers": [DENSE] * 600}] * 2, OUT), 422, "NTK_MAX_LAYERS",
+                 id="1203 layers, most inside Residual branches"),
     pytest.param(raw("/v1/kernels", nested(10_000)), 400, "deeply", id="10^4 brackets to /v1/kernels"),
     pytest.param(raw("/v1/datasets", b'{"x": ' + nested(10_000) + b"}"), 400, "deeply",
                  id="10^4 brackets to /v1/datasets"),

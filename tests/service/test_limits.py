@@ -14,7 +14,7 @@ import pytest
 from service_helpers import points
 
 LIMITS = {"max_body_bytes": 20_000, "max_points": 50, "max_features": 200, "max_kernel_entries": 400,
-          "max_pair_covariances": 100, "max_train_points": 10, "max_times": 3, "max_mc_samples_width": 1000}
+          "max_pair_covariances": 100, "max_train_points": 10, "max_times": 3, "max_mc_samples_width": 1000, "max_layers": 20}
 MLP = {"layers": [{"type": "Dense", "out_dim": 8}, {"type": "Relu"}, {"type": "Dense", "out_dim": 1}]}
 
 
@@ -121,17 +121,19 @@ def nested_residuals(depth: int) -> dict:
     return {"layers": [{"type": "Dense", "out_dim": 4}, *layers, {"type": "Relu"}, {"type": "Dense", "out_dim": 1}]}
 
 
-def test_spec_depth_and_residual_nesting(client):
-    """The engine's own limits (workers.engine.spec: 256 layers, Residual nesting 8): no setting."""
+def test_depth_is_a_setting_and_residual_nesting_the_engines(client):
+    """Depth: NTK_MAX_LAYERS (20 here), counted over Residual branches, whether the refusal comes
+    while parsing (one list too long) or after (the count). Nesting: the engine's own limit, 8."""
     def kernel(arch):
         return client.post("/v1/kernels", json={"architecture": arch, "x1": [[1.0, 2.0]]})
 
-    body = refused(kernel({"layers": [{"type": "Dense", "out_dim": 2}] * 257}), 422, "architecture.layers", 257, None)
-    assert "256" in body["detail"]
-    nested_count = {"layers": [{"type": "Residual", "layers": [{"type": "Dense", "out_dim": 2}] * 200},
-                               *[{"type": "Dense", "out_dim": 2}] * 100]}
-    body = refused(kernel(nested_count), 422, "architecture.layers", 301, None)
-    assert "256" in body["detail"]
+    refused(kernel({"layers": [{"type": "Dense", "out_dim": 2}] * 21}), 422, "architecture.layers", 21, "NTK_MAX_LAYERS")
+    nested_count = {"layers": [{"type": "Residual", "layers": [{"type": "Dense", "out_dim": 2}] * 15},
+                               *[{"type": "Dense", "out_dim": 2}] * 10]}
+    refused(kernel(nested_count), 422, "architecture.layers", 26, "NTK_MAX_LAYERS")
+    branch_too_long = {"layers": [{"type": "Residual", "layers": [{"type": "Dense", "out_dim": 2}] * 21}]}
+    refused(kernel(branch_too_long), 422, "architecture.layers[0].layers", 21, "NTK_MAX_LAYERS")
+    assert kernel({"layers": [{"type": "Dense", "out_dim": 2}] * 20}).status_code == 200
     assert kernel(nested_residuals(8)).status_code == 200
     body = refused(kernel(nested_residuals(9)), 422, "architecture.layers[1]" + ".layers[0]" * 8, 9, None)
     assert "at most 8" in body["detail"]

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-MAX_LAYERS = 256
+# The deepest stack accepted, layers inside Residual blocks counted (NTK_MAX_LAYERS, the service's
+# setting of the same name). A kernel's cost is linear in depth; 1024 covers deep-kernel studies.
+MAX_LAYERS = int(os.environ.get("NTK_MAX_LAYERS", "1024"))
 MAX_RESIDUAL_NESTING = 8
 MAX_STD = 1e3
 MAX_WIDTH = 1 << 20
@@ -219,6 +222,8 @@ class Architecture(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     parameterization: Literal["ntk", "standard"] = "ntk"
+    # max_length refuses a list longer than any accepted stack before its layers are parsed (one
+    # layer costs ~10 µs); ``check`` counts the layers inside Residual blocks too.
     layers: Annotated[list[AnyLayer], Field(min_length=1, max_length=MAX_LAYERS)]
 
     @classmethod
@@ -236,15 +241,23 @@ class Architecture(BaseModel):
     def digest(self) -> str:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
 
-    def check(self, input_shape: tuple[int, ...] | None = None) -> tuple[int, ...] | None:
+    def depth(self) -> int:
+        """The number of layers, those inside Residual branches and shortcuts included."""
+        return sum(1 for _ in iter_layers(self.layers))
+
+    def check(self, input_shape: tuple[int, ...] | None = None, max_layers: int | None = None
+              ) -> tuple[int, ...] | None:
         """Walk the stack as the kernel will, raising SpecError at the first layer that cannot run.
 
         ``input_shape`` is one point's shape (no batch axis): (d,), (L, C) or (H, W, C). Returns the
-        output shape of one point, (k,), or None when no input shape was given.
+        output shape of one point, (k,), or None when no input shape was given. ``max_layers``
+        defaults to MAX_LAYERS (NTK_MAX_LAYERS).
         """
-        count = _count_layers(self.layers)
-        if count > MAX_LAYERS:
-            raise SpecError(("layers",), f"the network has {count} layers; at most {MAX_LAYERS} are allowed")
+        limit = MAX_LAYERS if max_layers is None else max_layers
+        count = self.depth()
+        if count > limit:
+            raise SpecError(("layers",), f"the network has {count} layers; at most {limit} are allowed "
+                            "(NTK_MAX_LAYERS)")
         walk = _ShapeWalk(input_shape)
         walk.run(self.layers, ("layers",), is_gaussian=False, nesting=0)
         if walk.shape is not None and len(walk.shape) != 1:
@@ -280,10 +293,6 @@ def iter_layers(layers):
         if isinstance(layer, Residual):
             yield from iter_layers(layer.layers)
             yield from iter_layers(layer.shortcut or [])
-
-
-def _count_layers(layers) -> int:
-    return sum(1 for _ in iter_layers(layers))
 
 
 class _ShapeWalk:

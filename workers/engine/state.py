@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 from torch import Tensor
@@ -89,6 +90,8 @@ def input_kernel(x1: Tensor, x2: Tensor | None, full_spatial: bool, compute_ntk:
 
     nngp = cross(x1, x1 if x2 is None else x2) / channels
     cov1 = self_cov(x1) / channels
+    cov2 = None if x2 is None else self_cov(x2) / channels
+    nngp, cov1 = snap_identical(nngp, cov1, x1, x2, cov2, full_spatial, cov_full_spatial)
     if x2 is None:
         # A point's covariance with itself must be its variance to the last bit: nonlinearities
         # evaluate sqrt(q1 q2 - c²) there, which turns a rounding difference of 1e-16 between
@@ -101,7 +104,7 @@ def input_kernel(x1: Tensor, x2: Tensor | None, full_spatial: bool, compute_ntk:
         nngp=nngp,
         ntk=torch.zeros_like(nngp) if compute_ntk else None,
         cov1=cov1,
-        cov2=None if x2 is None else self_cov(x2) / channels,
+        cov2=cov2,
         spatial_shape=spatial_shape,
         full_spatial=full_spatial,
         cov_full_spatial=cov_full_spatial,
@@ -109,6 +112,56 @@ def input_kernel(x1: Tensor, x2: Tensor | None, full_spatial: bool, compute_ntk:
         is_gaussian=False,
         is_input=True,
     )
+
+
+def snap_identical(nngp: Tensor, cov1: Tensor, x1: Tensor, x2: Tensor | None, cov2: Tensor | None,
+                   full_spatial: bool, cov_full_spatial: bool) -> tuple[Tensor, Tensor]:
+    """Give every pair of identical points (or pixels) the variance of the first as covariance.
+
+    The matmul that gives K(x1, x2) sums in another order than the row sums of squares that give
+    the variances, so for two identical points c and q differ in the last few bits (20 ulps at
+    d = 3072), and the nonlinearities' sqrt(q1 q2 − c²) turns that into an angle of 1e-8 that
+    compounds with depth. Identical points are found exactly, by ``fingerprints`` of their bits.
+    """
+    spatial_ndim = x1.ndim - 2
+    print1 = fingerprints(x1)
+    print2 = print1 if x2 is None else fingerprints(x2)
+    var1 = position_variances(cov1, cov_full_spatial, spatial_ndim)
+
+    def snap(cov: Tensor, prints_b: Tensor, batch_ndim: int, full: bool) -> Tensor:
+        first, second = pair_ends(print1, prints_b, batch_ndim, full, spatial_ndim)
+        variance, _ = pair_ends(var1, var1, batch_ndim, full, spatial_ndim)
+        return torch.where(first == second, variance, cov)
+
+    nngp = snap(nngp, print2, 2, full_spatial)
+    if cov_full_spatial and spatial_ndim:
+        cov1 = snap(cov1, print1, 1, True)
+    return nngp, cov1
+
+
+FINGERPRINT_PRIME = 2_147_483_647  # 2³¹ − 1: products of two residues stay below 2⁶²
+
+
+def fingerprints(x: Tensor) -> Tensor:
+    """A 62-bit hash of each point's (or, with spatial axes, each pixel's) channel vector, (N, *S).
+
+    Two polynomial hashes modulo 2³¹ − 1 of the values' bit patterns, with fixed pseudo-random
+    weights: equal vectors give equal prints; unequal ones collide with probability 2⁻⁶².
+    Integer arithmetic, so the print does not depend on summation order as a float sum would.
+    """
+    integer = {8: torch.int64, 4: torch.int32, 2: torch.int16}[x.element_size()]
+    bits = torch.remainder(x.contiguous().view(integer).to(torch.int64), FINGERPRINT_PRIME)
+    first, second = _fingerprint_weights(x.shape[-1], x.device)
+    h1 = torch.remainder(bits * first, FINGERPRINT_PRIME).sum(-1).remainder_(FINGERPRINT_PRIME)
+    h2 = torch.remainder(bits * second, FINGERPRINT_PRIME).sum(-1).remainder_(FINGERPRINT_PRIME)
+    return h1.mul_(FINGERPRINT_PRIME).add_(h2)
+
+
+@lru_cache(maxsize=8)
+def _fingerprint_weights(channels: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    generator = torch.Generator().manual_seed(0x5EED)
+    weights = torch.randint(1, FINGERPRINT_PRIME, (2, channels), generator=generator, dtype=torch.int64)
+    return weights[0].to(device), weights[1].to(device)
 
 
 def interleave(k: Tensor, batch_ndim: int, spatial_ndim: int) -> Tensor:
@@ -153,17 +206,20 @@ def variance_pairs(state: KernelState, mean_over: tuple[int, ...] = (), shift: f
     var1 = variances(state.cov1)
     var2 = var1 if state.cov2 is None else variances(state.cov2)
 
-    def ends(va: Tensor, vb: Tensor, batch_ndim: int, full_spatial: bool) -> tuple[Tensor, Tensor]:
-        # va indexes the first point (and first position of each pair), vb the second.
-        if batch_ndim == 2:
-            va, vb = va.unsqueeze(1), vb.unsqueeze(0)
-        if full_spatial:
-            for axis in range(s):
-                va = va.unsqueeze(batch_ndim + 2 * axis + 1)
-                vb = vb.unsqueeze(batch_ndim + 2 * axis)
-        return va, vb
-
-    pair11 = ends(var1, var1, 1, state.cov_full_spatial)
-    pair12 = ends(var1, var2, 2, state.full_spatial)
-    pair22 = None if state.cov2 is None else ends(var2, var2, 1, state.cov_full_spatial)
+    pair11 = pair_ends(var1, var1, 1, state.cov_full_spatial, s)
+    pair12 = pair_ends(var1, var2, 2, state.full_spatial, s)
+    pair22 = None if state.cov2 is None else pair_ends(var2, var2, 1, state.cov_full_spatial, s)
     return pair11, pair12, pair22
+
+
+def pair_ends(va: Tensor, vb: Tensor, batch_ndim: int, full_spatial: bool, spatial_ndim: int
+              ) -> tuple[Tensor, Tensor]:
+    """Per-position values (N, *spatial) of the two ends of every entry of a covariance, broadcastable
+    to it: va indexes the first point (and first position of each pair), vb the second."""
+    if batch_ndim == 2:
+        va, vb = va.unsqueeze(1), vb.unsqueeze(0)
+    if full_spatial:
+        for axis in range(spatial_ndim):
+            va = va.unsqueeze(batch_ndim + 2 * axis + 1)
+            vb = vb.unsqueeze(batch_ndim + 2 * axis)
+    return va, vb

@@ -54,7 +54,27 @@ def apply_elementwise(k: KernelState, pair_fn: PairFn, diagonal_fn: Callable[[Te
     )
 
 
-# -- rectifiers ------------------------------------------------------------------------------
+# -- the angle between two pre-activations ---------------------------------------------------
+
+
+def perfectly_correlated(gap: Tensor) -> Tensor:
+    """Where ``correlation_gap`` says two pre-activations are one up to a factor (u = ±a·v)."""
+    return gap <= 0
+
+
+def correlation_gap(c: Tensor, q1: Tensor, q2: Tensor) -> Tensor:
+    """q1 q2 (1 − 8ε) − c²: the Cauchy–Schwarz gap, read as ≤ 0 within 8 ulps of perfect correlation.
+
+    The angle θ between two pre-activations is arctan2(sqrt(q1 q2 − c²), c). For two identical
+    points c, q1 and q2 are one number computed along different paths (a matmul entry and a row
+    sum of squares, a closed form for pairs and one for variances), equal only to a few ulps; the
+    square root turns a residue of ε q1 q2 into θ ≈ √ε = 1e-8 (float64) or 2e-4 (float32), and
+    every layer after adds its own. Reading correlations within 8 ulps of 1 as exactly 1 gives
+    θ = 0 for them; for distinct points it moves θ no more than rounding c by 8 ulps would.
+    ``q1`` is the smaller operand (one variance per point of x1), so the factor costs nothing.
+    """
+    snap = 1.0 - 8.0 * torch.finfo(c.dtype).eps
+    return torch.mul(q1 * snap, q2).sub_(c * c)
 
 
 def safe_sqrt(x: Tensor) -> Tensor:
@@ -72,6 +92,9 @@ def safe_arctan2(y: Tensor, x: Tensor, fill_zero: float) -> Tensor:
     return torch.where((y == 0) & (x == 0), torch.full_like(angle, fill_zero), angle)
 
 
+# -- rectifiers ------------------------------------------------------------------------------
+
+
 def ab_relu_pair(a: float, b: float) -> PairFn:
     """φ(x) = a·min(x, 0) + b·max(x, 0), with θ the angle between u and v (Cho & Saul 2009):
 
@@ -83,9 +106,10 @@ def ab_relu_pair(a: float, b: float) -> PairFn:
 
     def pair(c: Tensor, q1: Tensor, q2: Tensor) -> tuple[Tensor, Tensor]:
         # In place on fresh temporaries: this runs on every entry of every tile, and memory
-        # traffic, not arithmetic, is its cost. q1 q2 and c² are rounded separately (no fused
-        # multiply-add) so that c = q1 = q2 gives q1 q2 − c² = 0 exactly.
-        gap = torch.mul(q1, q2).sub_(c * c).clamp_(min=torch.finfo(c.dtype).tiny)
+        # traffic, not arithmetic, is its cost. Identical points get gap ≤ 0, hence θ = 0
+        # exactly (``correlation_gap``): the angle's √ would otherwise blow their few-ulp
+        # disagreement up to θ ≈ 1e-8 and, since dot is linear in θ, compound it with depth.
+        gap = correlation_gap(c, q1, q2).clamp_(min=torch.finfo(c.dtype).tiny)
         # √gap as gap·rsqrt(gap), 3× faster than sqrt in float64 on CPUs (≤ 2 ulp). Clamping at
         # the smallest normal number instead of 0 keeps it finite: a zero root becomes ~1e-154,
         # below the last bit of any kernel value, and two zero-variance points (c = 0) get
@@ -238,7 +262,7 @@ def sign(layer: spec.Sign, k: KernelState, parameterization: str) -> KernelState
     Reference: neural-tangents ``stax.Sign``.
     """
     _, (q1, q2), _ = variance_pairs(k)
-    angles = safe_arctan2(safe_sqrt(q1 * q2 - k.nngp**2), k.nngp, fill_zero=math.pi / 2)
+    angles = safe_arctan2(safe_sqrt(correlation_gap(k.nngp, q1, q2)), k.nngp, fill_zero=math.pi / 2)
 
     def indicator(cov: Tensor) -> Tensor:
         return torch.where(cov == 0.0, torch.zeros_like(cov), torch.ones_like(cov))
@@ -334,26 +358,6 @@ def standard_normal_rule(degree: int) -> tuple[np.ndarray, np.ndarray]:
     z = half_width * (x + 1)  # (0, L)
     weights = half_width * w * np.exp(-z * z / 2) / math.sqrt(2 * math.pi)
     return np.concatenate([-z[::-1], z]), np.concatenate([weights[::-1], weights])
-
-
-def perfectly_correlated(gap: Tensor) -> Tensor:
-    """Where ``correlation_gap`` says two pre-activations are one up to a factor (u = ±a·v)."""
-    return gap <= 0
-
-
-def correlation_gap(c: Tensor, q1: Tensor, q2: Tensor) -> Tensor:
-    """q1 q2 (1 − 8ε) − c²: the Cauchy–Schwarz gap, read as ≤ 0 within 8 ulps of perfect correlation.
-
-    The angle θ between two pre-activations is arctan2(sqrt(q1 q2 − c²), c). For two identical
-    points c, q1 and q2 are one number computed along different paths (a matmul entry and a row
-    sum of squares, a closed form for pairs and one for variances), equal only to a few ulps; the
-    square root turns a residue of ε q1 q2 into θ ≈ √ε = 1e-8 (float64) or 2e-4 (float32), and
-    every layer after adds its own. Reading correlations within 8 ulps of 1 as exactly 1 gives
-    θ = 0 for them; for distinct points it moves θ no more than rounding c by 8 ulps would.
-    ``q1`` is the smaller operand (one variance per point of x1), so the factor costs nothing.
-    """
-    snap = 1.0 - 8.0 * torch.finfo(c.dtype).eps
-    return torch.mul(q1 * snap, q2).sub_(c * c)
 
 
 def correlated_expectation(f: Callable[[Tensor], Tensor], g: Callable[[Tensor], Tensor], degree: int,
