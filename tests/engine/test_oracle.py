@@ -74,8 +74,12 @@ def float32_case(case: str) -> bool:
 
     (Including symmetric / repeated / zero-row inputs, where ReLU-like arccos
     sits at cos = 1: the engine measured <= 5e-6 there, well inside 1e-4.)
+
+    Not the depth-300 cases: there distinct points are 1e-3 from perfectly correlated, where one
+    float32 rounding of c moves the ReLU angle by ε/θ, and the NTK drifts by 5e-4 over the layers
+    (test_depth.py states float32's accuracy at depth).
     """
-    return not is_numerical(case)
+    return not is_numerical(case) and "_300_" not in case
 
 
 F32_CASES = [c for c in CASES if float32_case(c)]
@@ -133,7 +137,8 @@ def check(case: str, out: dict, rtol: float, atol_rel: float, dtype, kernels=("n
 def test_float64(case):
     d = load(case)
     rtol = d["rtol"]
-    check(case, run(case), rtol, rtol * 1e-3, torch.float64)
+    # NT's quadrature error is relative to the kernel's scale, not to each (possibly tiny) entry
+    check(case, run(case), rtol, rtol if is_numerical(case) else rtol * 1e-3, torch.float64)
 
 
 @pytest.mark.parametrize("case", F32_CASES)

@@ -73,7 +73,8 @@ def test_residual_nesting_and_depth_limits():
         spec = {"type": "Residual", "layers": [spec]}
     errors = errors_of({"layers": [DENSE, spec]}, (3,))
     assert "nest" in errors[0]["message"]
-    assert errors_of({"layers": [DENSE] * 300})[0]["path"] == "layers"
+    assert not errors_of({"layers": [DENSE] * 300})  # NTK_MAX_LAYERS: 1024 by default
+    assert errors_of({"layers": [DENSE] * 1025})[0]["path"] == "layers"
 
 
 def test_mismatched_inputs_are_rejected():

@@ -22,19 +22,26 @@ import torch
 from torch import Tensor
 
 from .. import spec
-from ..state import KernelState, variance_pairs
+from ..state import KernelState, pair_ends, position_variances, variance_pairs
 
 PairFn = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 def apply_elementwise(k: KernelState, pair_fn: PairFn, diagonal_fn: Callable[[Tensor], Tensor] | None = None,
-                      self_pair_fn: PairFn | None = None) -> KernelState:
+                      self_pair_fn: PairFn | None = None, keep_identical: bool = True) -> KernelState:
     """Map cov1, nngp, cov2 through ``pair_fn`` and scale Θ by its derivative term.
 
     ``diagonal_fn(q) = E[φ(u)²]`` is the cheaper exact map for entries that pair a position with
     itself; neural-tangents uses it for cov1/cov2 when only same-position variances are kept, and
     so do we, to agree with it to the last digit. ``self_pair_fn`` (default ``pair_fn``) maps
     cov1/cov2 otherwise; it may skip the derivative term, which they never need.
+
+    ``keep_identical``: pairs of identical points (perfectly correlated with equal variances, to
+    8 ulps: ``correlation_gap``) take the first point's new variance as their covariance, so they
+    stay identical through the next layer. ``pair_fn`` and ``diagonal_fn`` are different formulas
+    that agree only to a few ulps, and in the chaotic phase (w_std² E[φ'²] > 1) the next layers
+    amplify such a difference by that factor each: 1e16 over 300 Erf layers, enough to push c
+    past sqrt(q1 q2). The rectifiers pass False: at θ = 0 their pair formula is their diagonal one.
     """
     self_pair_fn = self_pair_fn or pair_fn
     (q11a, q11b), (q12a, q12b), pair22 = variance_pairs(k)
@@ -45,10 +52,18 @@ def apply_elementwise(k: KernelState, pair_fn: PairFn, diagonal_fn: Callable[[Te
             return diagonal_fn(cov)
         return self_pair_fn(cov, qa, qb)[0]
 
+    cov1 = self_cov(k.cov1, q11a, q11b)
+    if keep_identical:
+        identical = perfectly_correlated(correlation_gap(k.nngp, q12a, q12b)) & (
+            torch.abs(q12a - q12b) <= 8 * torch.finfo(q12a.dtype).eps * q12a)
+        new_variances = position_variances(cov1, k.cov_full_spatial, k.spatial_ndim)
+        variance, _ = pair_ends(new_variances, new_variances, 2,
+                                k.full_spatial, k.spatial_ndim)
+        nngp = torch.where(identical, variance, nngp)
     return k.replace(
         nngp=nngp,
         ntk=None if k.ntk is None else k.ntk * dot,
-        cov1=self_cov(k.cov1, q11a, q11b),
+        cov1=cov1,
         cov2=None if pair22 is None else self_cov(k.cov2, *pair22),
         is_gaussian=False,
     )
@@ -143,7 +158,7 @@ def abs_(layer: spec.Abs, k: KernelState, parameterization: str) -> KernelState:
 
 def _rectifier(a: float, b: float, k: KernelState) -> KernelState:
     mean_slope2 = (a**2 + b**2) / 2
-    return apply_elementwise(k, ab_relu_pair(a, b), lambda q: mean_slope2 * q)
+    return apply_elementwise(k, ab_relu_pair(a, b), lambda q: mean_slope2 * q, keep_identical=False)
 
 
 # -- smooth closed forms -----------------------------------------------------------------------
