@@ -160,3 +160,22 @@ def test_depth_limit_is_the_setting():
         nested.check((2,))
     with pytest.raises(SpecError, match="at most 30"):
         Architecture.parse({"layers": [dense] * 31}).check((2,), max_layers=30)
+
+
+@pytest.mark.parametrize("head", [[{"type": "Flatten"}],
+                                  [{"type": "AvgPool", "window_shape": [2, 2]}, {"type": "Conv", "out_chan": 4, "filter_shape": [2, 2]},
+                                   {"type": "Erf"}, {"type": "GlobalAvgPool"}]], ids=["flatten", "pooling"])
+def test_identical_images_stay_identical(head):
+    """Images repeated within x1 and between x1 and x2 (same-position and all-pairs covariances):
+    the entry of two copies equals the image's own, through 80 Conv + Relu layers."""
+    generator = torch.Generator().manual_seed(3)
+    base = torch.randn(3, 5, 5, 2, generator=generator, dtype=torch.float64)
+    x1 = torch.cat([base, base[:1]])
+    x2 = torch.cat([torch.randn(2, 5, 5, 2, generator=generator, dtype=torch.float64), base[1:2]])
+    block = [{"type": "Conv", "out_chan": 4, "filter_shape": [3, 3], "padding": "SAME", "w_std": W_STD}, {"type": "Relu"}]
+    spec = {"layers": block * 40 + head + [{"type": "Dense", "out_dim": 1}]}
+    symmetric, cross = kernel_fn(spec, x1), kernel_fn(spec, x1, x2)
+    for name in ("nngp", "ntk"):
+        own = symmetric[name][1, 1]
+        assert symmetric[name][0, 3].item() == pytest.approx(symmetric[name][0, 0].item(), rel=1e-13, abs=0)
+        assert cross[name][1, 2].item() == pytest.approx(own.item(), rel=1e-13, abs=0)

@@ -207,9 +207,10 @@ def Sin(a: float = _Default(1.0), b: float = _Default(1.0), c: float = _Default(
     return Layer("Sin", **_given(a=a, b=b, c=c))
 
 
-def Elementwise(fn: str, degree: int = _Default(64)) -> Layer:
+def Elementwise(fn: str, degree: int = _Default(96)) -> Layer:
     """A named activation ("tanh", "sigmoid", "softplus", "silu", "elu") integrated numerically
-    with ``degree``-point Gauss-Hermite quadrature (``stax.ElementwiseNumerical``)."""
+    with ``degree`` nodes per axis (``stax.ElementwiseNumerical``, whose Gauss-Hermite rule the
+    server replaces by one that converges: it differs from neural-tangents by that rule's error)."""
     return Layer("Elementwise", fn=fn, **_given(degree=degree))
 
 
