@@ -45,3 +45,10 @@ def test_diabetes_script_reports_coverage():
     for row in rows:
         coverage = [float(v) for v in row.split()[-4:]]
         assert all(0.0 <= c <= 1.0 for c in coverage)
+
+
+def test_depth_and_quadrature_script_prints_both_tables():
+    out = run_script("depth_and_quadrature.py", "--points", "4", "--depths", "2", "600", "--degrees", "8",
+                     "--repeat", "1")
+    assert "µs/entry/layer" in out and "degree" in out
+    assert len([line for line in out.splitlines() if line.split()[:1] == ["4"]]) == 3
