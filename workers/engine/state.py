@@ -91,7 +91,7 @@ def input_kernel(x1: Tensor, x2: Tensor | None, full_spatial: bool, compute_ntk:
     nngp = cross(x1, x1 if x2 is None else x2) / channels
     cov1 = self_cov(x1) / channels
     cov2 = None if x2 is None else self_cov(x2) / channels
-    nngp, cov1 = snap_identical(nngp, cov1, x1, x2, cov2, full_spatial, cov_full_spatial)
+    nngp, cov1 = snap_identical(nngp, cov1, x1, x2, full_spatial, cov_full_spatial)
     if x2 is None:
         # A point's covariance with itself must be its variance to the last bit: nonlinearities
         # evaluate sqrt(q1 q2 - c²) there, which turns a rounding difference of 1e-16 between
@@ -114,8 +114,8 @@ def input_kernel(x1: Tensor, x2: Tensor | None, full_spatial: bool, compute_ntk:
     )
 
 
-def snap_identical(nngp: Tensor, cov1: Tensor, x1: Tensor, x2: Tensor | None, cov2: Tensor | None,
-                   full_spatial: bool, cov_full_spatial: bool) -> tuple[Tensor, Tensor]:
+def snap_identical(nngp: Tensor, cov1: Tensor, x1: Tensor, x2: Tensor | None, full_spatial: bool,
+                   cov_full_spatial: bool) -> tuple[Tensor, Tensor]:
     """Give every pair of identical points (or pixels) the variance of the first as covariance.
 
     The matmul that gives K(x1, x2) sums in another order than the row sums of squares that give
@@ -146,7 +146,7 @@ def fingerprints(x: Tensor) -> Tensor:
     """A 62-bit hash of each point's (or, with spatial axes, each pixel's) channel vector, (N, *S).
 
     Two polynomial hashes modulo 2³¹ − 1 of the values' bit patterns, with fixed pseudo-random
-    weights: equal vectors give equal prints; unequal ones collide with probability 2⁻⁶².
+    weights: equal vectors give equal prints; two unequal ones collide about once in 2⁶².
     Integer arithmetic, so the print does not depend on summation order as a float sum would.
     """
     integer = {8: torch.int64, 4: torch.int32, 2: torch.int16}[x.element_size()]

@@ -382,7 +382,7 @@ def correlated_expectation(f: Callable[[Tensor], Tensor], g: Callable[[Tensor], 
     A 1-D integral, exact for the diagonal (u = v) and for any pair with c² = q1 q2, which a 2-D
     rule would only approximate through a degenerate Cholesky factor. A zero variance is a
     constant end (u = 0 or v = 0), for which either sign is exact. The sum runs node by node, as
-    elementwise operations, so equal inputs give equal outputs whatever the tensor's shape.
+    elementwise operations: no reduction whose order depends on the tensor's shape.
     """
     z_np, w_np = standard_normal_rule(degree)
     r1 = torch.sqrt(q1)
@@ -426,7 +426,7 @@ def quadrature_pair(fn: Callable[[Tensor], Tensor], both: Callable[[Tensor], tup
     z_np, w_np = standard_normal_rule(degree)
     x_np, wx_np = legendre_nodes(half_count(degree))
     half_width = QUADRATURE_HALF_WIDTH
-    phi_u = (lambda x: both(x)) if need_dot else (lambda x: (fn(x), None))
+    phi_u = both if need_dot else (lambda x: (fn(x), None))
 
     def inner(center: Tensor, spread: Tensor, x: Tensor, wx: Tensor) -> tuple[Tensor, Tensor | None]:
         """E[φ(center + spread Z)] (and E[φ'(·)]) per entry, split at the kink center + spread·Z = 0."""
@@ -490,11 +490,12 @@ def quadrature_diagonal(fn: Callable[[Tensor], Tensor], degree: int) -> Callable
 
 
 def elementwise_numerical(layer: spec.Elementwise, k: KernelState, parameterization: str) -> KernelState:
-    """Elementwise(fn, degree): any smooth φ by Gauss–Hermite quadrature (``quadrature_pair``),
-    K' = E[φ(u)φ(v)], Θ' = Θ · E[φ'(u)φ'(v)], with φ' analytic. Per-point covariances use the 1-D
-    rule when only same-position entries are kept, and the 2-D rule (no φ' term) otherwise.
+    """Elementwise(fn, degree): φ by numerical quadrature (``quadrature_pair``), K' = E[φ(u)φ(v)],
+    Θ' = Θ · E[φ'(u)φ'(v)], with φ' analytic. Per-point covariances use the 1-D rule when only
+    same-position entries are kept, and the 2-D rule (no φ' term) otherwise.
 
-    Reference: neural-tangents ``stax.ElementwiseNumerical(fn, deg)`` (φ' from jax.grad there).
+    Reference: neural-tangents ``stax.ElementwiseNumerical(fn, deg)`` (φ' from jax.grad there),
+    whose Gauss–Hermite product rule we replace by one that converges (``standard_normal_rule``).
     """
     fn, both = NUMERICAL_FNS[layer.fn]
     return apply_elementwise(
