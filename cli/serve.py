@@ -88,7 +88,7 @@ def run(args) -> int:
     env = dict(os.environ)
     with ExitStack() as stack:
         if not settings.redis_url:
-            server = embedded_valkey(settings.embedded_maxmemory)
+            server = embedded_valkey(settings.embedded_valkey_maxmemory)
             stack.callback(server.stop)
             settings = settings.model_copy(update={"redis_url": f"{server.connection_url}/0"})
             env["NTK_REDIS_URL"] = settings.redis_url

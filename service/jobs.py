@@ -17,7 +17,7 @@ from service import logs
 from service.problems import Problem, respond
 from workers import keys
 from workers.broker import PLAN, enqueue
-from workers.codec import TAIL_BYTES, appended, unpack
+from workers.codec import MANIFEST_MAGIC, TAIL_BYTES, Manifest, appended, spans, unpack
 from workers.jobstate import TERMINAL, end_call, redis_problem, submit_call
 from workers.plan import request_key
 
@@ -126,10 +126,44 @@ async def answer(request: Request, job: dict, *, cached: bool) -> Response:
     meta["cached"] = meta["cached"] or cached
     if wants_npz(request):
         return await stream_npz(r, result, meta, job["id"])
-    data = await r.get(result)
+    located = await parts(r, result)
+    data = None if located is None else await read_spans(r, result, spans(located, 0, size_of(located), 1 << 62))
     if data is None:
         raise expired(job["id"])
     return await run_in_threadpool(encode_json, data, meta)
+
+
+async def parts(r, key: str) -> list[tuple[str, int]] | None:
+    """Where the bytes of the value stored at ``key`` lie, in order, as (key, length): the key
+    itself, or the chunks its manifest lists (workers.keys: "Values in chunks"). None: gone."""
+    pipe = r.pipeline(transaction=True)
+    pipe.strlen(key)
+    pipe.getrange(key, 0, len(MANIFEST_MAGIC) - 1)
+    size, head = await pipe.execute()
+    if not size:
+        return None
+    if head != MANIFEST_MAGIC:
+        return [(key, size)]
+    manifest = Manifest.decode(await r.get(key) or b"")
+    return None if manifest is None else [(keys.chunk(digest), length) for digest, length in manifest.chunks]
+
+
+def size_of(located: list[tuple[str, int]]) -> int:
+    return sum(length for _, length in located)
+
+
+async def read_spans(r, key: str, ranges: list[tuple[str, int, int]]) -> bytes | None:
+    """The bytes of ``ranges`` (codec.spans) of the value at ``key``, read in one round trip; None
+    when a chunk was evicted: the value is gone, and so goes its manifest, so that the next
+    identical request computes it again rather than finding the answer cached."""
+    pipe = r.pipeline(transaction=False)
+    for part, first, last in ranges:
+        pipe.getrange(part, first, last)
+    pieces = await pipe.execute()
+    if any(len(piece) != last - first + 1 for piece, (_, first, last) in zip(pieces, ranges)):
+        await r.delete(key)
+        return None
+    return b"".join(pieces)
 
 
 def expired(job_id: str) -> Problem:
@@ -145,29 +179,30 @@ STREAM_CHUNK_BYTES = 4 << 20
 
 
 async def stream_npz(r, result: str, meta: dict, job_id: str) -> Response:
-    """The stored npz with ``meta`` added, sent as it is read: Redis hands it over in ranges, the
-    next one read while the last is sent, so a large kernel is never held whole in the API and
-    Redis's reading overlaps the network's sending."""
-    pipe = r.pipeline(transaction=True)
-    pipe.strlen(result)
-    pipe.getrange(result, -TAIL_BYTES, -1)
-    size, tail = await pipe.execute()
-    if not size:
+    """The stored npz with ``meta`` added, sent as it is read: Redis hands it over in ranges of its
+    key or of its chunks, the next one read while the last is sent, so a large kernel is never held
+    whole in the API and Redis's reading overlaps the network's sending."""
+    located = await parts(r, result)
+    size = 0 if located is None else size_of(located)
+    tail = None if located is None else await read_spans(r, result, spans(located, max(0, size - TAIL_BYTES),
+                                                                           size, TAIL_BYTES))
+    if tail is None:
         raise expired(job_id)
     scalars = {name: np.asarray([np.inf if v is None else v for v in value] if name == "t" and
                                 isinstance(value, list) else value)
                for name, value in meta.items() if value is not None}
     kept, suffix = appended(size, tail, **scalars)
-    ranges = [(start, min(start + STREAM_CHUNK_BYTES, kept) - 1) for start in range(0, kept, STREAM_CHUNK_BYTES)]
+    ranges = spans(located, 0, kept, STREAM_CHUNK_BYTES)
 
     async def body():
-        reading = asyncio.ensure_future(r.getrange(result, *ranges[0]))
+        reading = asyncio.ensure_future(r.getrange(*ranges[0]))
         try:
-            for i, (first, last) in enumerate(ranges):
+            for i, (_, first, last) in enumerate(ranges):
                 chunk = await reading
                 if i + 1 < len(ranges):
-                    reading = asyncio.ensure_future(r.getrange(result, *ranges[i + 1]))
+                    reading = asyncio.ensure_future(r.getrange(*ranges[i + 1]))
                 if len(chunk) != last - first + 1:  # evicted mid-answer: the short body tells the client
+                    await r.delete(result)
                     raise RuntimeError(f"the result of job {job_id} was evicted while it was being sent")
                 yield chunk
             yield suffix

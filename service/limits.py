@@ -80,7 +80,6 @@ def check_predict(settings: Settings, body: PredictRequest, x_train: dict, x_tes
     within(settings, "max_train_points", n_train, "x_train", "the number of training points")
     times = len(body.t) if isinstance(body.t, list) else 1
     within(settings, "max_times", times, "t", "the number of times")
-    within(settings, "max_kernel_entries", n_train**2, "x_train", f"the train kernel's entries ({n_train} × {n_train})")
     within(settings, "max_kernel_entries", n_test * n_train, "x_test",
            f"the test × train kernel's entries ({n_test} × {n_train})")
     if body.compute_cov:

@@ -6,6 +6,8 @@ in every process.
 
 from __future__ import annotations
 
+import math
+import os
 from functools import lru_cache
 from typing import Literal
 
@@ -14,6 +16,24 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+
+def machine_memory_bytes() -> int:
+    """This machine's memory, or the container's limit (cgroup v2) where that is smaller."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        with open("/sys/fs/cgroup/memory.max") as limit:
+            return min(memory, int(limit.read()))
+    except (OSError, ValueError):  # no cgroup v2, or "max"
+        return memory
+
+
+def default_max_train_points() -> int:
+    """The most training points whose float64 train matrix (8 N² bytes) is a sixth of the memory,
+    in thousands: the join's worker holds one such matrix, Redis two (the matrix's tiles, both
+    kernels over one triangle, and its factorization), and half the memory stays for the other
+    workers, the API and the system. 24 GB: √(24e9 / 6 / 8) = 22,360 → 22,000; 8 GB: 12,000."""
+    return max(1000, math.isqrt(machine_memory_bytes() // (6 * 8)) // 1000 * 1000)
 
 
 class Settings(BaseSettings):
@@ -34,20 +54,20 @@ class Settings(BaseSettings):
                             "empty: no limit")
 
     # Request limits. Each refusal is a problem naming the limit, the value and the NTK_ setting.
-    # An answer, a cached tile and a factorization are each one Redis value, at most 512 MB.
     max_body_bytes: int = Field(256 << 20, ge=1, description="largest request body (413 beyond)")
     max_points: int = Field(100_000, ge=1, description="most points in one request (x1 + x2, or train + test) "
                             "or one dataset")
     max_features: int = Field(1 << 18, ge=1, description="most numbers in one point: d, L·C or H·W·C")
     max_kernel_entries: int = Field(16_000_000, ge=1, description="most entries of one matrix a request computes "
-                                    "or answers: N1 × N2; for predictions train × train, test × train and, with "
-                                    "compute_cov, times × test × test. 16e6 entries of both kernels and their Monte Carlo "
-                                    "standard errors (32 bytes) fit one Redis value")
+                                    "or answers: N1 × N2; for predictions test × train and, with compute_cov, "
+                                    "times × test × test (train × train is NTK_MAX_TRAIN_POINTS')")
     max_pair_covariances: int = Field(1 << 24, ge=1, description="most covariances the analytic kernel tracks "
                                       "per pair of points: one per position (H·W), or with pooling one per pair "
                                       "of positions ((H·W)²); each takes about 80 bytes of worker memory")
-    max_train_points: int = Field(4000, ge=1, description="most training points of a prediction: the "
-                                  "factorization is cubic in them and cached as one Redis value (2 N² floats)")
+    max_train_points: int = Field(default_factory=default_max_train_points, ge=1, description="most training "
+                                  "points of a prediction; default: those whose float64 train matrix (8 N² bytes) "
+                                  "takes a sixth of the machine's memory, in thousands (22,000 on 24 GB). The "
+                                  "factorization's time is cubic in them")
     max_times: int = Field(1000, ge=1, description="most values of t in one prediction")
     max_layers: int = Field(1024, ge=1, description="the deepest architecture accepted, layers inside Residual "
                             "blocks counted; a kernel's time is linear in depth. The engine reads the same "
@@ -67,7 +87,12 @@ class Settings(BaseSettings):
     poison_deliveries: int = Field(3, ge=1, description="a task delivered this often without finishing "
                                    "(it keeps killing its worker) fails its job")
     job_stall_s: float = Field(900.0, gt=0, description="a job without progress this long is re-planned")
-    embedded_maxmemory: str = Field("2gb", description="maxmemory of the Valkey `ntk serve` embeds")
+    embedded_maxmemory: str = Field("auto", description="maxmemory of the Valkey `ntk serve` embeds; auto: a "
+                                    "third of the machine's memory, which holds the tiles and the factorization "
+                                    "of a prediction at NTK_MAX_TRAIN_POINTS")
+    value_chunk_bytes: int = Field(4 << 20, ge=1 << 12, description="tiles, factorizations and answers larger "
+                                   "than this are stored in chunks of this size (workers.keys); below Redis' "
+                                   "proto-max-bulk-len")
 
     log_format: Literal["json", "text"] = Field("json", description="json: one object per line (ts, level, "
                                                 "logger, msg, request_id, job_id, ...); text: for a terminal")
@@ -101,6 +126,11 @@ class Settings(BaseSettings):
     @property
     def keys(self) -> list[str]:
         return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+    @property
+    def embedded_valkey_maxmemory(self) -> str:
+        auto = self.embedded_maxmemory.strip().lower() == "auto"
+        return str(machine_memory_bytes() // 3) if auto else self.embedded_maxmemory
 
     @property
     def live_worker_s(self) -> float:

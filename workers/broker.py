@@ -31,8 +31,9 @@ def transient(retries: int, exception: BaseException) -> bool:
 
 
 def build_broker(settings: Settings, *, guard: bool = False) -> RedisBroker:
-    """The broker; ``guard`` adds the poison-task guard (workers only). LogContext comes first, so
-    that its context spans the other middleware's hooks (Dramatiq runs "after" hooks in reverse).
+    """The broker; ``guard`` adds what fails a job whose task gives up: FinalFailure and the
+    poison-task guard (workers only). LogContext comes first, so that its context spans the other
+    middleware's hooks (Dramatiq runs "after" hooks in reverse).
 
     No TimeLimit middleware: a tile may take as long as it takes. The heartbeat timeout and the
     maintenance chance decide how soon a dead worker's unacknowledged task goes back to the queue:
@@ -40,7 +41,8 @@ def build_broker(settings: Settings, *, guard: bool = False) -> RedisBroker:
     timeout.
     """
     middleware = [LogContext(), Retries(retry_when=transient, min_backoff=500, max_backoff=10_000)]
-    if guard:
+    if guard:  # FinalFailure before Retries, so that its "after" hook runs after Retries' has judged
+        middleware[1:1] = [FinalFailure(settings)]
         middleware.append(PoisonGuard(settings))
     return RedisBroker(url=settings.broker, middleware=middleware,
                        heartbeat_timeout=int(settings.heartbeat_timeout_s * 1000),
@@ -68,6 +70,47 @@ class LogContext(Middleware):
         logs.job_id.set(None)
 
     after_skip_message = after_process_message
+
+
+STEPS = {PLAN: "plan", TILE: "tile", FINISH: "finish"}
+
+
+class FinalFailure(Middleware):
+    """A task that will not run again fails its job, whichever actor it was: one whose exception
+    Retries gave up on (``message.failed``: retries exhausted, or an error ``transient`` does not
+    retry), or one a middleware skipped. Actors turn what a job's inputs can cause into a precise
+    problem themselves (tasks.failing_job); this catches the rest, so that no job stays "running"
+    with nothing left to run it. The problem names the step and the error's class, never the
+    error's text (a Redis error's says which socket broke where)."""
+
+    def __init__(self, settings: Settings):
+        self.jobs = Jobs(redis.Redis.from_url(settings.redis), settings.job_ttl_s)
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        if exception is None or not message.failed:
+            return
+        step, error = STEPS.get(message.actor_name, message.actor_name), type(exception).__name__
+        deliveries = message.options.get("retries", 1)
+        if isinstance(exception, (redis.ConnectionError, redis.TimeoutError, redis.OutOfMemoryError)):
+            status, advice = 503, "Redis was unreachable or full each time; send the request again later"
+        else:
+            status, advice = 500, "the workers' log has the trace under this job's id"
+        self._fail(message, problem(status, "Task failed", f"the {step} step of this job failed on each of its "
+                                    f"{deliveries} deliveries ({error}) and is not retried again: {advice}",
+                                    step=step, error=error))
+
+    def after_skip_message(self, broker, message):
+        step = STEPS.get(message.actor_name, message.actor_name)
+        self._fail(message, problem(500, "Task skipped", f"the {step} step of this job was skipped and will not "
+                                    "run again", step=step))
+
+    def _fail(self, message, error: dict) -> None:
+        try:
+            job = self.jobs.get(message.args[0]) if message.args else None
+            if job and self.jobs.fail(job, error):
+                log.error("%s: the job failed with its task", message.actor_name)
+        except redis.RedisError as e:  # the watchdog fails or re-plans the job once Redis is back
+            log.warning("could not fail the job of a failed %s task: %s", message.actor_name, type(e).__name__)
 
 
 class PoisonGuard(Middleware):

@@ -1,9 +1,13 @@
-"""Arrays as bytes in Redis: one array as npy, several as an uncompressed npz (never pickled)."""
+"""Arrays as bytes in Redis: one array as npy, several as an uncompressed npz (never pickled), and
+the manifest of a value stored in chunks (workers.keys: "Values in chunks")."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import zipfile
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -85,3 +89,45 @@ def pack_array(a: np.ndarray) -> bytes:
 
 def unpack_array(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+# -- values in chunks (the layout: workers.keys)
+MANIFEST_MAGIC = b"ntk-chunks/1\n"  # an npz starts with "PK": a value is its manifest or its own bytes
+
+
+def chunk_digest(chunk: bytes) -> str:
+    """The name of a chunk: its content's hash, so a chunk key's bytes never change."""
+    return hashlib.blake2b(chunk, digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The chunks of one value, in order, as (digest, length); ``size`` is their total."""
+
+    chunks: tuple[tuple[str, int], ...]
+
+    @property
+    def size(self) -> int:
+        return sum(length for _, length in self.chunks)
+
+    def encode(self) -> bytes:
+        return MANIFEST_MAGIC + json.dumps([list(c) for c in self.chunks], separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> "Manifest | None":
+        """The manifest ``data`` is, or None when ``data`` is a value's own bytes."""
+        if not data.startswith(MANIFEST_MAGIC):
+            return None
+        return cls(tuple((digest, int(length)) for digest, length in json.loads(data[len(MANIFEST_MAGIC):])))
+
+
+def spans(parts: list[tuple[str, int]], start: int, stop: int, most: int) -> list[tuple[str, int, int]]:
+    """Bytes ``[start, stop)`` of a value stored as ``parts`` (key, length) in order, as GETRANGE
+    calls (key, first, last), each of at most ``most`` bytes and within one part."""
+    out, offset = [], 0
+    for key, length in parts:
+        lo, hi = max(start, offset), min(stop, offset + length)
+        for first in range(lo, hi, most):
+            out.append((key, first - offset, min(first + most, hi) - offset - 1))
+        offset += length
+    return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from workers.engine import KERNELS, assemble, kernel_tile
+from workers.engine import KERNELS, kernel_tile
 from workers.engine.monte_carlo import monte_carlo_kernel_fn
 from workers.engine.predict import Factorization, one_hot_targets, predict
 from workers.plan import Block, Tile
@@ -38,14 +38,6 @@ def tile_values(request: dict, block: Block, tile: Tile, x1: np.ndarray, x2: np.
     return {name: value.detach().cpu().numpy() for name, value in values.items()}
 
 
-def assemble_block(block: Block, tiles: dict[Tile, dict[str, np.ndarray]], device) -> dict[str, torch.Tensor]:
-    n1, n2 = block.shape
-    as_tensors = {tile: {name: torch.as_tensor(a, device=device) for name, a in values.items()}
-                  for tile, values in tiles.items()}
-    names = tuple(next(iter(tiles.values())))
-    return assemble(as_tensors, n1, None if block.x2 is None else n2, names)
-
-
 def targets(request: dict, y: np.ndarray) -> tuple[np.ndarray, list | None]:
     """The regression targets and, for ``targets: "one_hot"``, the classes in column order."""
     if request.get("targets") != "one_hot":
@@ -66,4 +58,5 @@ def prediction(request: dict, factorization: Factorization, y: np.ndarray, test_
                 learning_rate=request["learning_rate"], compute_cov=request["compute_cov"])
     out = p.as_numpy()
     del out["t"]  # echoed as sent, by the answer's metadata
-    return out
+    dtype = np.dtype(request["dtype"])  # solved in float64 (tasks.factorize_train), answered as asked
+    return {name: a.astype(dtype, copy=False) for name, a in out.items()}

@@ -5,6 +5,23 @@ durability class: datasets, active jobs, the live-worker set and Dramatiq's queu
 and are never evicted; tiles, factorizations and finished jobs' results have one and are
 recomputed (or re-requested) when evicted, as are the rate limiter's counters (``ntk:ratelimit:``,
 service.middleware.RateLimit), which expire with their window.
+
+Values in chunks
+----------------
+A tile, a factorization or a job's result (an npz, workers.codec) may be larger than Redis takes
+in one string (``proto-max-bulk-len``, 512 MB by default), and one large string blocks Redis while
+it is copied. So a value over ``NTK_VALUE_CHUNK_BYTES`` (4 MiB) is stored as chunks::
+
+    ntk:factorization:<key>   "ntk-chunks/1\n" + JSON [[digest, length], ...]   (the manifest)
+    ntk:chunk:<digest>        bytes of one chunk, at most NTK_VALUE_CHUNK_BYTES
+
+and a smaller value is its key's own bytes (an npz starts "PK", never the manifest's magic).
+A chunk is named by the hash of its content (codec.chunk_digest): its bytes never change, so
+two workers writing the same value at once write the same keys, and a reader can never mix
+chunks of two writes. Writers send the chunks in pipelines as the value is serialized, and the
+manifest last: whoever finds the manifest finds every chunk written. Chunks take the TTL of
+their value (cache: NTK_CACHE_TTL_S; results: NTK_JOB_TTL_S), so volatile-lru may evict any of
+them: a value with a chunk missing is gone, as if its manifest were (recomputed, or 410).
 """
 
 from __future__ import annotations
@@ -38,7 +55,7 @@ def job_tiles_done(job_id: str) -> str:
 
 
 def job_result(job_id: str) -> str:
-    """npz bytes of the answer's arrays (TTL once the job ends)."""
+    """npz bytes of the answer's arrays, or their manifest (TTL NTK_JOB_TTL_S)."""
     return f"{PREFIX}:job:{job_id}:result"
 
 
@@ -63,14 +80,19 @@ def watchdog_lock(job_id: str) -> str:
 
 # TTL: cache entries, evictable
 def tile(block_id: str, tile: tuple[int, int, int, int]) -> str:
-    """npz bytes of one tile of a Gram matrix, both kernels."""
+    """npz bytes (or manifest) of one tile of a Gram matrix, both kernels."""
     i0, i1, j0, j1 = tile
     return f"{PREFIX}:tile:{block_id}:{i0}-{i1}:{j0}-{j1}"
 
 
 def factorization(key: str) -> str:
-    """npz bytes of a train kernel's factorization (predict.Factorization.to_arrays)."""
+    """npz bytes (or manifest) of a train kernel's factorization (predict.Factorization.to_arrays)."""
     return f"{PREFIX}:factorization:{key}"
+
+
+def chunk(digest: str) -> str:
+    """bytes of one chunk of a large value (see "Values in chunks"), named by its content."""
+    return f"{PREFIX}:chunk:{digest}"
 
 
 def max_learning_rate(block_id: str) -> str:

@@ -1,7 +1,15 @@
-"""What the workers read and write in Redis: inputs, tiles, factorizations, progress."""
+"""What the workers read and write in Redis: inputs, tiles, factorizations, progress.
+
+Tiles, factorizations and results are values that may be stored in chunks (workers.keys: "Values
+in chunks"): ``put`` serializes arrays straight into chunks and ``get`` reads them back through a
+file that fetches chunks as numpy reads it, so neither holds the value's bytes whole next to its
+arrays: a 1.15 GB factorization costs the worker 1.15 GB plus a few chunks, not twice that.
+"""
 
 from __future__ import annotations
 
+import bisect
+import io
 from collections import OrderedDict
 
 import numpy as np
@@ -9,20 +17,134 @@ import redis
 
 from workers import keys
 from workers.broker import FINISH, enqueue
-from workers.codec import pack, unpack, unpack_array
+from workers.codec import Manifest, chunk_digest, unpack, unpack_array
 
 
 class MissingInput(LookupError):
     """An array a job reads is gone (its dataset was deleted while the job ran)."""
 
 
+class ValueGone(LookupError):
+    """A chunk of a value was evicted (or expired): the value is gone as a whole."""
+
+
+PIPELINED_CHUNKS = 8  # chunks per round trip: 32 MB in flight at the default chunk size
+
+
+class ChunkWriter(io.RawIOBase):
+    """A write-only file whose bytes go to Redis as chunks of ``chunk_bytes``, ``PIPELINED_CHUNKS``
+    per round trip, while it is written (np.savez writes an npz to it without seeking: zipfile
+    then puts each member's sizes after its data). ``close_value`` sends the rest and answers what
+    the value's own key must hold: the bytes themselves when they fit one chunk, else the manifest."""
+
+    def __init__(self, client: redis.Redis, chunk_bytes: int, ttl: int | None):
+        self.redis, self.chunk_bytes, self.ttl = client, chunk_bytes, ttl
+        self.pipe = client.pipeline(transaction=False)
+        self.pending = 0
+        self.chunks: list[tuple[str, int]] = []
+        self.buffer = bytearray()
+        self.position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def write(self, b) -> int:
+        data = memoryview(b).cast("B")
+        start, self.position = self.position, self.position + len(data)
+        while len(data):
+            take = min(len(data), self.chunk_bytes - len(self.buffer))
+            self.buffer += data[:take]
+            data = data[take:]
+            if len(self.buffer) == self.chunk_bytes:
+                self._send()
+        return self.position - start
+
+    def _send(self) -> None:
+        chunk = bytes(self.buffer)
+        self.buffer = bytearray()
+        digest = chunk_digest(chunk)
+        self.pipe.set(keys.chunk(digest), chunk, ex=self.ttl)
+        self.chunks.append((digest, len(chunk)))
+        self.pending += 1
+        if self.pending == PIPELINED_CHUNKS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            self.pipe.execute()
+            self.pending = 0
+
+    def close_value(self) -> bytes:
+        if not self.chunks:
+            return bytes(self.buffer)
+        if self.buffer:
+            self._send()
+        self._flush()
+        return Manifest(tuple(self.chunks)).encode()
+
+
+class ChunkReader(io.RawIOBase):
+    """A read-only, seekable file over a value's chunks, fetched as it is read: sequential reads
+    fetch ``PIPELINED_CHUNKS`` in one round trip, a jump (zipfile reading the directory at the end)
+    fetches one. Raises ValueGone when a chunk is missing."""
+
+    def __init__(self, client: redis.Redis, manifest: Manifest):
+        self.redis, self.chunks = client, manifest.chunks
+        self.starts = [0]
+        for _, length in self.chunks:
+            self.starts.append(self.starts[-1] + length)
+        self.position = 0
+        self.held: dict[int, bytes] = {}
+        self.last_fetched = -2
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.starts[-1]}[whence]
+        self.position = base + offset
+        return self.position
+
+    def readinto(self, b) -> int:
+        if self.position >= self.starts[-1]:
+            return 0
+        index = bisect.bisect_right(self.starts, self.position) - 1
+        chunk = self._chunk(index)
+        offset = self.position - self.starts[index]
+        n = min(len(b), len(chunk) - offset)
+        memoryview(b)[:n] = chunk[offset:offset + n]
+        self.position += n
+        return n
+
+    def _chunk(self, index: int) -> bytes:
+        if index not in self.held:
+            count = PIPELINED_CHUNKS if index == self.last_fetched + 1 else 1
+            wanted = range(index, min(index + count, len(self.chunks)))
+            values = self.redis.mget([keys.chunk(self.chunks[i][0]) for i in wanted])
+            if any(v is None for v in values):
+                raise ValueGone("a chunk of the value was evicted")
+            self.held = dict(zip(wanted, values))
+            self.last_fetched = wanted[-1]
+        return self.held[index]
+
+
 class Store:
     INPUTS_KEPT = 4  # arrays kept in memory: a job's tiles all read the same few (x_train, x_test, y)
 
-    def __init__(self, client: redis.Redis, broker, cache_ttl_s: int):
+    def __init__(self, client: redis.Redis, broker, cache_ttl_s: int, chunk_bytes: int = 4 << 20):
         self.redis = client
         self.broker = broker
         self.ttl = cache_ttl_s
+        self.chunk_bytes = chunk_bytes
         self._inputs: OrderedDict[str, np.ndarray] = OrderedDict()
 
     # -- inputs: content-addressed, so a digest names one array forever and caching it is safe
@@ -43,23 +165,36 @@ class Store:
             self._inputs.popitem(last=False)
         return array
 
-    # -- cache entries (TTL, evictable)
-    def tiles(self, tile_keys: list[str]) -> list[dict[str, np.ndarray] | None]:
-        return [None if data is None else unpack(data) for data in self.redis.mget(tile_keys)] if tile_keys else []
+    # -- values that may be chunked: tiles, factorizations, results
+    def put(self, key: str, ttl: int | None = None, **arrays: np.ndarray) -> None:
+        """Store ``arrays`` as an npz at ``key``, in chunks when large, with the cache TTL unless
+        ``ttl`` is given. Idempotent: a tile's key names its content, so a re-run task writes the
+        same value (and chunks named by their content)."""
+        writer = ChunkWriter(self.redis, self.chunk_bytes, ttl or self.ttl)
+        np.savez(writer, **arrays)
+        self.redis.set(key, writer.close_value(), ex=ttl or self.ttl)
 
+    def get(self, key: str) -> dict[str, np.ndarray] | None:
+        """The arrays stored at ``key``; None when it, or any of its chunks, is gone."""
+        data = self.redis.get(key)
+        if data is None:
+            return None
+        manifest = Manifest.decode(data)
+        if manifest is None:
+            return unpack(data)
+        try:
+            with np.load(ChunkReader(self.redis, manifest), allow_pickle=False) as npz:
+                return {name: npz[name] for name in npz.files}
+        except ValueGone:  # gone as a whole: so goes its manifest, for whoever checks that it exists
+            self.redis.delete(key)
+            return None
+
+    # -- cache entries (TTL, evictable)
     def present(self, tile_keys: list[str]) -> list[bool]:
         pipe = self.redis.pipeline(transaction=False)
         for key in tile_keys:
             pipe.exists(key)
         return [bool(n) for n in pipe.execute()]
-
-    def put(self, key: str, **arrays: np.ndarray) -> None:
-        """Idempotent: a tile's key names its content, so a re-run task writes the same bytes."""
-        self.redis.set(key, pack(**arrays), ex=self.ttl)
-
-    def get(self, key: str) -> dict[str, np.ndarray] | None:
-        data = self.redis.get(key)
-        return None if data is None else unpack(data)
 
     def count(self, counter: str, by: int = 1) -> None:
         self.redis.hincrby(keys.STATS, counter, by)

@@ -4,7 +4,10 @@
                  (the task completing the set enqueues the join)
 
 The join verifies that every tile it needs is still in Redis; evicted ones are re-enqueued (and,
-should memory be too small to ever hold them all at once, computed by the join itself). Every
+should memory be too small to ever hold them all at once, computed by the join itself). It then
+reads the tiles one at a time into matrices allocated once (``assembled``): a worker holds a
+block's matrix and one tile, never all its tiles next to the matrix, and Redis may evict tiles
+the join has read (to make room for the factorization, say). Every
 task checks its job first, so a cancelled job's remaining tasks end at once: workers stop within
 one tile. Importing this module configures the global broker: it is what ``ntk worker`` runs.
 """
@@ -17,14 +20,16 @@ from contextlib import contextmanager
 
 import dramatiq
 import redis
+import torch
 
 from service.settings import get_settings
 from workers import compute, keys
 from workers.broker import FINISH, PLAN, QUEUE, TILE, build_broker, enqueue
-from workers.codec import pack, unpack
 from workers.engine import KERNELS, NonFiniteKernel, SpecError, resolve_device
+from workers.engine.kernel import place
 from workers.engine.predict import (
     Factorization, NotPositiveDefinite, PredictError, factorization_key, factorize, max_learning_rate, method_for,
+    required_kernels,
 )
 from workers.jobstate import Jobs, problem, redis_problem
 from workers.plan import Block, blocks
@@ -35,7 +40,7 @@ log = logging.getLogger("ntk.worker")
 settings = get_settings()
 broker = build_broker(settings, guard=True)
 dramatiq.set_broker(broker)
-store = Store(redis.Redis.from_url(settings.redis), broker, settings.cache_ttl_s)
+store = Store(redis.Redis.from_url(settings.redis), broker, settings.cache_ttl_s, settings.value_chunk_bytes)
 jobs = Jobs(store.redis, settings.job_ttl_s)
 device = resolve_device(settings.device)
 
@@ -145,34 +150,44 @@ def compute_tile(job_id: str, block_name: str, tile: list[int]) -> None:
         jobs.touch(job_id)
 
 
-def gather(job: dict, request: dict, need: list[Block]) -> dict[str, dict] | None:
-    """Every tile of the needed blocks, by block name and tile; None when evicted tiles went back
-    to the queue (the join runs again once they are done)."""
+def requeued_evicted(job: dict, need: list[Block]) -> bool:
+    """Send the needed tiles Redis no longer holds back to the queue, the first ``REQUEUE_ROUNDS``
+    times: True when some went (the join runs again once they are done)."""
     size = int(job["tile"])
     wanted = [(block, tile) for block in need for tile in block.tiles(size)]
     tile_keys = [keys.tile(block.id, tile) for block, tile in wanted]
-    values = store.tiles(tile_keys)
-    missing = [i for i, v in enumerate(values) if v is None]
-    rounds = int(job.get("requeues", 0))
-    if missing and rounds < REQUEUE_ROUNDS:
-        log.info("job %s: %d evicted tiles go back to the queue", job["id"], len(missing))
-        pipe = store.redis.pipeline()
-        pipe.hincrby(keys.job(job["id"]), "requeues", 1)
-        pipe.hset(keys.job(job["id"]), "total", len(wanted))
-        pipe.srem(keys.job_tiles_done(job["id"]), *[tile_keys[i] for i in missing])
-        pipe.hdel(keys.job(job["id"]), "finish_enqueued")
-        pipe.execute()
-        for i in missing:
-            block, tile = wanted[i]
-            enqueue(broker, TILE, job["id"], block.name, list(tile))
-        return None
-    out: dict[str, dict] = {block.name: {} for block in need}
-    for (block, tile), value in zip(wanted, values):
-        if value is None:
+    missing = [i for i, present in enumerate(store.present(tile_keys)) if not present]
+    if not missing or int(job.get("requeues", 0)) >= REQUEUE_ROUNDS:
+        return False
+    log.info("job %s: %d evicted tiles go back to the queue", job["id"], len(missing))
+    pipe = store.redis.pipeline()
+    pipe.hincrby(keys.job(job["id"]), "requeues", 1)
+    pipe.hset(keys.job(job["id"]), "total", len(wanted))
+    pipe.srem(keys.job_tiles_done(job["id"]), *[tile_keys[i] for i in missing])
+    pipe.hdel(keys.job(job["id"]), "finish_enqueued")
+    pipe.execute()
+    for i in missing:
+        block, tile = wanted[i]
+        enqueue(broker, TILE, job["id"], block.name, list(tile))
+    return True
+
+
+def assembled(job: dict, request: dict, block: Block, keep, dtype: torch.dtype | None = None) -> dict | None:
+    """The block's matrices whose names ``keep(name)`` accepts (of ``dtype``; None: the tiles'),
+    allocated once and filled tile by tile as Redis hands the tiles over; a tile evicted since
+    ``requeued_evicted`` looked is computed here. None when the job stopped meanwhile."""
+    n1, n2 = block.shape
+    out: dict[str, torch.Tensor] = {}
+    for tile in block.tiles(int(job["tile"])):
+        values = store.get(keys.tile(block.id, tile))
+        if values is None:
             if running_job(job["id"]) is None:
                 return None
-            value = ensure_tile(job, request, block, tile)
-        out[block.name][tile] = value
+            values = ensure_tile(job, request, block, tile)
+        if not out:
+            out = {name: torch.empty((n1, n2), dtype=dtype or compute.torch_dtype(str(a.dtype)), device=device)
+                   for name, a in values.items() if keep(name)}
+        place(out, tile, {name: torch.from_numpy(values[name]) for name in out}, symmetric=block.x2 is None)
     return out
 
 
@@ -193,12 +208,11 @@ def finish_kernels(job: dict, request: dict) -> None:
     answer = {"id": block.id, "shape": list(block.shape)}
     if answered_by_its_tile(job, request, block):
         return succeed(job, None, answer)
-    tiles = gather(job, request, [block])
-    if tiles is None:
+    if requeued_evicted(job, [block]):
         return
-    matrices = compute.assemble_block(block, tiles[block.name], device)
-    names = [name for name in matrices if name.removesuffix("_stderr") in request["get"]]
-    succeed(job, {name: matrices[name].cpu().numpy() for name in names}, answer)
+    matrices = assembled(job, request, block, keep=lambda name: name.removesuffix("_stderr") in request["get"])
+    if matrices is not None:
+        succeed(job, {name: matrix.cpu().numpy() for name, matrix in matrices.items()}, answer)
 
 
 def answered_by_its_tile(job: dict, request: dict, block: Block) -> bool:
@@ -215,40 +229,72 @@ def answered_by_its_tile(job: dict, request: dict, block: Block) -> bool:
 
 
 def finish_predict(job: dict, request: dict) -> None:
+    """The prediction from the cached factorization of the train kernel, or from one made here
+    (and cached). Every matrix is float64 whatever the request's dtype (``factorize_train``)."""
     need = blocks(request)
     fact_key = factorization_cache_key(request, need)
     lr_key = keys.max_learning_rate(need["train_train"].id)
-    cached_fact, cached_lr = store.redis.mget([fact_key, lr_key])
+    cached = store.redis.exists(fact_key, lr_key) == 2
     read = [need["test_train"]] + ([need["test_test"]] if "test_test" in need else [])
-    if cached_fact is None or cached_lr is None:
-        read.append(need["train_train"])
-    tiles = gather(job, request, read)
-    if tiles is None:
+    if requeued_evicted(job, read + ([] if cached else [need["train_train"]])):
         return
-    if cached_fact is not None and cached_lr is not None:
-        fact = Factorization.from_arrays(unpack(cached_fact), device=device)
-        lr_per_target = float(cached_lr)
+    arrays = store.get(fact_key) if cached else None
+    if arrays is not None:
+        fact = Factorization.from_arrays(arrays, device=device)
+        lr_per_target = float(store.redis.get(lr_key) or "nan")
     else:
-        train = compute.assemble_block(need["train_train"], tiles["train_train"], device)
-        fact = factorize(train, request["kernel"], diag_reg=request["diag_reg"],
-                         diag_reg_absolute_scale=request["diag_reg_absolute_scale"],
-                         method=method_for(request["t"]), dtype=compute.torch_dtype(request["dtype"]), device=device)
+        if cached and requeued_evicted(job, [need["train_train"]]):  # a chunk of it was evicted
+            return
+        made = factorize_train(job, request, need["train_train"])
+        if made is None:
+            return
+        fact, lr_per_target = made
         store.put(fact_key, **fact.to_arrays())
-        # max_learning_rate is linear in y_train.size: cache it per target entry
-        lr_per_target = max_learning_rate(train["ntk"], 1, factorization=fact)
         store.redis.set(lr_key, repr(lr_per_target), ex=settings.cache_ttl_s)
     y, labels = compute.targets(request, store.array(job["id"], request["y_train"]))
-    test_train = compute.assemble_block(need["test_train"], tiles["test_train"], device)
-    test_test = compute.assemble_block(need["test_test"], tiles["test_test"], device) if "test_test" in need else None
+    kernels = required_kernels(request["kernel"], request["compute_cov"])
+    test_train = assembled(job, request, need["test_train"], keep=kernels["test_train"].__contains__,
+                           dtype=torch.float64)
+    test_test = (assembled(job, request, need["test_test"], keep=kernels["test_test"].__contains__,
+                           dtype=torch.float64) if "test_test" in need else None)
+    if test_train is None or ("test_test" in need and test_test is None):
+        return
     arrays = compute.prediction(request, fact, y, test_train, test_test)
     succeed(job, arrays, {"t": request["t"], "max_learning_rate": lr_per_target * y.size, "labels": labels})
+
+
+def factorize_train(job: dict, request: dict, block: Block) -> tuple[Factorization, float] | None:
+    """The train kernel's factorization and the max learning rate per target entry (linear in
+    y_train.size), from the kernels the mode needs (and the NTK, for the learning rate).
+
+    The matrix is assembled once, in float64, and the Cholesky factor takes its place (predict
+    ``factorize(overwrite=True)``): the worker's peak is one N × N matrix (8 N² bytes: 1.15 GB for
+    12,000 points), two where the mode needs both kernels. float32 kernels are solved in float64
+    too: a float32 Cholesky loses all digits once the kernel's condition number nears 1/ε₃₂ ≈ 10⁷,
+    common for NTKs of similar points at a small diag_reg, and iterative refinement would keep the
+    float64 matrix next to the float32 factor (1.5× the memory) and still fail there; float64 costs
+    2× the float32 flops and nothing in memory that the limit (NTK_MAX_TRAIN_POINTS) does not
+    already count on."""
+    method = method_for(request["t"])
+    names = set(required_kernels(request["kernel"], request["compute_cov"])["train_train"]) | {"ntk"}
+    train = assembled(job, request, block, keep=names.__contains__, dtype=torch.float64)
+    if train is None:
+        return None
+    if method == "cholesky":  # the factorization overwrites the matrix: its largest eigenvalue first
+        lr_per_target = max_learning_rate(train["ntk"], 1)
+    fact = factorize(train, request["kernel"], diag_reg=request["diag_reg"],
+                     diag_reg_absolute_scale=request["diag_reg_absolute_scale"], method=method,
+                     dtype=torch.float64, device=device, overwrite=True)
+    if method != "cholesky":
+        lr_per_target = max_learning_rate(train["ntk"], 1, factorization=fact)
+    return fact, lr_per_target
 
 
 def succeed(job: dict, arrays: dict | None, answer: dict) -> None:
     """Store the answer's arrays (None: already in place), then end the job: whoever sees
     "succeeded" finds the result."""
     if arrays is not None:
-        store.redis.set(keys.job_result(job["id"]), pack(**arrays))
+        store.put(keys.job_result(job["id"]), ttl=settings.job_ttl_s, **arrays)
     cached = int(store.redis.hget(keys.job(job["id"]), "computed") or 0) == 0
     if jobs.end(job, "succeeded", answer={**answer, "cached": cached}):
         log.info("succeeded")

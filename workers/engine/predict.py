@@ -321,10 +321,19 @@ def _symmetric(a: Tensor) -> Tensor:
     return 0.5 * (a + a.mT)
 
 
-def _cholesky(a: Tensor, what: str, diag_reg: float, absolute: bool, epsilon: float) -> Tensor:
+def _cholesky(a: Tensor, what: str, diag_reg: float, absolute: bool, epsilon: float,
+              overwrite: bool = False) -> Tensor:
     """Lower Cholesky factor of ``A``; :class:`NotPositiveDefinite` where NT's
-    ``jsp.linalg.cho_factor`` would return NaN."""
-    L, info = torch.linalg.cholesky_ex(a)
+    ``jsp.linalg.cho_factor`` would return NaN. ``overwrite``: computed in ``a``'s own memory,
+    from its lower triangle (as LAPACK's potrf, and NT's ``cho_factor``, read one triangle), the
+    upper one zeroed: ``a`` seen column-major (``a.mT``) is the upper factor's storage, which
+    LAPACK fills in place, so no second N × N matrix exists."""
+    if overwrite:
+        info = torch.empty((), dtype=torch.int32, device=a.device)
+        upper, info = torch.linalg.cholesky_ex(a.mT, upper=True, out=(a.mT, info))
+        L = upper.mT.tril_()
+    else:
+        L, info = torch.linalg.cholesky_ex(a)
     bad = int(info)
     if bad != 0 or not bool(torch.isfinite(L).all()):
         scale = "absolute" if absolute else "relative to the mean diagonal"
@@ -344,6 +353,7 @@ def factorize(
     method: str = "cholesky",
     dtype: torch.dtype = torch.float64,
     device: torch.device | str | None = None,
+    overwrite: bool = False,
 ) -> Factorization:
     """Factorize ``A = G_dd + εI`` once for mode ``kernel`` (NT ``_get_cho_solve`` /
     ``eigenspace``).
@@ -357,6 +367,10 @@ def factorize(
       diag_reg, diag_reg_absolute_scale: NT's regularization (see :func:`regularizer`).
       method: ``"cholesky"`` (serves ``t=None``), ``"eigh"`` (finite ``t``) or ``"both"``;
         :func:`method_for` maps a ``t`` to the method it needs.
+      overwrite: the Cholesky factor may take the place of the dynamics kernel ``G_dd`` (a tensor
+        of ``dtype`` on ``device``, exactly symmetric: only its lower triangle is read), which
+        it destroys: peak memory one N × N matrix instead of three (the symmetrized copy, ``A``
+        and ``L``). The service's join passes its freshly assembled matrix this way.
 
     Raises:
       NotPositiveDefinite: Cholesky of ``A`` fails (NT would return NaN).
@@ -378,7 +392,12 @@ def factorize(
     _check_finite(f"train-train {g} kernel", g_dd)
     n = g_dd.shape[0]
     eps = regularizer(g_dd, diag_reg, diag_reg_absolute_scale)
-    a = _symmetric(g_dd) + eps * torch.eye(n, dtype=dtype, device=g_dd.device)
+    in_place = overwrite and method == "cholesky"
+    if in_place:
+        a = g_dd
+        a.diagonal().add_(eps)
+    else:
+        a = _symmetric(g_dd) + eps * torch.eye(n, dtype=dtype, device=g_dd.device)
 
     out = Factorization(matrix=g, n=n, diag_reg=float(diag_reg),
                         diag_reg_absolute_scale=bool(diag_reg_absolute_scale), epsilon=eps)
@@ -388,7 +407,7 @@ def factorize(
             raise PredictError("train-train nngp and ntk kernels differ in shape")
         _check_finite("train-train nngp kernel", out.nngp_train_train)
     if method in ("cholesky", "both"):
-        out.cholesky = _cholesky(a, g, diag_reg, diag_reg_absolute_scale, eps)
+        out.cholesky = _cholesky(a, g, diag_reg, diag_reg_absolute_scale, eps, overwrite=in_place)
     if method in ("eigh", "both"):
         out.evals, out.evecs = _eigh(a)
     return out
@@ -507,8 +526,10 @@ def _block(blocks: Mapping[str, ArrayLike] | None, name: str, which: str, shape:
 
 
 def _mean_inf(f: Factorization, g_td: Tensor, y: Tensor) -> Tensor:
-    """``μ_∞ = G_td A⁻¹ Y`` by Cholesky solve (NT ``gp_inference``, ``k_inv_y``)."""
-    return g_td @ torch.cholesky_solve(y, f.cholesky)
+    """``μ_∞ = G_td A⁻¹ Y`` by Cholesky solve (NT ``gp_inference``, ``k_inv_y``). LAPACK wants
+    the factor column-major: ``Lᵀ`` (upper, ``A = UᵀU``) viewed as ``L.mT`` is that without a copy
+    of an N × N matrix, which ``cholesky_solve(y, L)`` would make."""
+    return g_td @ torch.cholesky_solve(y, f.cholesky.mT, upper=True)
 
 
 def _posterior_cov_inf(f: Factorization, c_td: Tensor, c_tt: Tensor) -> Tensor:
@@ -690,8 +711,25 @@ def max_learning_rate(ntk_train_train: ArrayLike, y_train_size: int | None = Non
         lam_max = float(factorization.evals[-1]) - factorization.epsilon
     else:
         _check_finite("ntk_train_train", ntk)
-        lam_max = float(torch.linalg.eigvalsh(_symmetric(ntk))[-1])
+        lam_max = _largest_eigenvalue(ntk)
     return 2.0 * (1.0 + momentum) * factor / (lam_max + eps)
+
+
+LANCZOS_FROM = 2048  # points from which λ_max is found by Lanczos rather than by all N eigenvalues
+
+
+def _largest_eigenvalue(a: Tensor) -> float:
+    """``λ_max`` of a symmetric matrix. All eigenvalues cost O(N³) and two more N × N matrices
+    (1 min for N = 12,000 on 2 cores); from ``LANCZOS_FROM`` points on a CPU, ARPACK's Lanczos
+    (``eigsh``) converges to machine precision in a few dozen products with ``a`` (O(N²) each),
+    started from the all-ones vector (deterministic, and close to the Perron vector of a kernel
+    with positive entries)."""
+    n = a.shape[0]
+    if a.device.type == "cpu" and n >= LANCZOS_FROM:
+        from scipy.sparse.linalg import eigsh
+
+        return float(eigsh(a.numpy(), k=1, which="LA", tol=0, v0=np.ones(n), return_eigenvectors=False)[0])
+    return float(torch.linalg.eigvalsh(_symmetric(a))[-1])
 
 
 def one_hot_targets(labels: ArrayLike, num_classes: int | None = None,
