@@ -1,10 +1,20 @@
-"""workers.broker.transient: which task failures Dramatiq retries."""
+"""workers.broker: which task failures Dramatiq retries (transient), and that a task which will not run
+again fails its job (FinalFailure)."""
 
 from __future__ import annotations
 
-import redis
+import json
+import uuid
 
-from workers.broker import transient
+import dramatiq
+import redis
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import Middleware, Retries, SkipMessage
+
+from service.settings import Settings
+from workers import keys
+from workers.broker import FINISH, PLAN, QUEUE, TILE, FinalFailure, transient
+from workers.jobstate import Jobs
 
 
 def test_a_lost_or_full_redis_is_retried_a_few_times_and_nothing_else():
@@ -12,3 +22,64 @@ def test_a_lost_or_full_redis_is_retried_a_few_times_and_nothing_else():
         assert transient(0, error) and transient(4, error) and not transient(5, error)
     for error in (redis.ResponseError("WRONGTYPE"), ValueError("bad input"), RuntimeError("bug")):
         assert not transient(0, error)
+
+
+# -- FinalFailure, in-process: Dramatiq's StubBroker with the middleware the workers run
+
+
+class SkipEverything(Middleware):
+    def before_process_message(self, broker, message):
+        raise SkipMessage()
+
+
+def run_one(redis_url: str, actor_name: str, failure, *extra_middleware) -> dict:
+    """A running job whose one task, ``actor_name``, runs ``failure`` on every delivery until
+    Dramatiq gives up; the job as it is afterwards."""
+    client = redis.Redis.from_url(redis_url)
+    job_id = uuid.uuid4().hex
+    client.hset(keys.job(job_id), mapping={"id": job_id, "status": "running", "request_key": uuid.uuid4().hex})
+    broker = StubBroker(middleware=[FinalFailure(Settings(redis_url=redis_url)),
+                                    Retries(retry_when=transient, min_backoff=1, max_backoff=5), *extra_middleware])
+    broker.emit_after("process_boot")
+    actor = dramatiq.actor(failure, broker=broker, actor_name=actor_name, queue_name=QUEUE)
+    actor.send(job_id)
+    worker = dramatiq.Worker(broker, worker_timeout=10)
+    worker.start()
+    try:
+        broker.join(QUEUE, fail_fast=False)
+        worker.join()
+    finally:
+        worker.stop()
+    return Jobs(client, 60).get(job_id)
+
+
+def test_a_task_that_exhausts_its_retries_fails_its_job_naming_step_and_error_class(redis_url):
+    def lost_redis(job_id):
+        raise redis.ConnectionError("Error 104 while writing to socket. Connection reset by peer.")
+
+    job = run_one(redis_url, FINISH, lost_redis)
+    assert job["status"] == "failed"
+    error = json.loads(job["error"])
+    assert (error["status"], error["title"], error["step"], error["error"]) == (503, "Task failed", "finish",
+                                                                               "ConnectionError")
+    assert "6 deliveries" in error["detail"] and "104" not in error["detail"] and "socket" not in error["detail"]
+
+
+def test_an_error_that_is_not_retried_fails_the_job_at_once(redis_url):
+    def bug(job_id):
+        raise KeyError("request")
+
+    error = json.loads(run_one(redis_url, PLAN, bug)["error"])
+    assert (error["status"], error["step"], error["error"]) == (500, "plan", "KeyError")
+    assert "1 deliveries" in error["detail"]
+
+
+def test_a_skipped_task_fails_its_job(redis_url):
+    job = run_one(redis_url, TILE, lambda job_id: None, SkipEverything())
+    error = json.loads(job["error"])
+    assert job["status"] == "failed" and (error["title"], error["step"]) == ("Task skipped", "tile")
+
+
+def test_a_task_that_succeeds_leaves_its_job_alone(redis_url):
+    assert run_one(redis_url, TILE, lambda job_id: None)["status"] == "running"
+
