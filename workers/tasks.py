@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from contextlib import contextmanager
 
 import dramatiq
@@ -73,6 +74,25 @@ def failing_job(job: dict):
     except Exception as e:
         log.exception("job %s failed", job["id"])
         jobs.fail(job, problem(500, "Internal error", f"{type(e).__name__}: {e}"))
+
+
+class Phases:
+    """Seconds a join spends in each of its phases, for its log line (bench/predict_scaling.py
+    reads them)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in self.seconds.items())
 
 
 def running_job(job_id: str) -> dict | None:
@@ -238,32 +258,38 @@ def finish_predict(job: dict, request: dict) -> None:
     read = [need["test_train"]] + ([need["test_test"]] if "test_test" in need else [])
     if requeued_evicted(job, read + ([] if cached else [need["train_train"]])):
         return
-    arrays = store.get(fact_key) if cached else None
+    tiles_s, phases = time.time() - float(job["started_at"]), Phases()
+    with phases("read factorization"):
+        arrays = store.get(fact_key) if cached else None
     if arrays is not None:
         fact = Factorization.from_arrays(arrays, device=device)
         lr_per_target = float(store.redis.get(lr_key) or "nan")
     else:
         if cached and requeued_evicted(job, [need["train_train"]]):  # a chunk of it was evicted
             return
-        made = factorize_train(job, request, need["train_train"])
+        made = factorize_train(job, request, need["train_train"], phases)
         if made is None:
             return
         fact, lr_per_target = made
-        store.put(fact_key, **fact.to_arrays())
-        store.redis.set(lr_key, repr(lr_per_target), ex=settings.cache_ttl_s)
+        with phases("store factorization"):
+            store.put(fact_key, **fact.to_arrays())
+            store.redis.set(lr_key, repr(lr_per_target), ex=settings.cache_ttl_s)
     y, labels = compute.targets(request, store.array(job["id"], request["y_train"]))
     kernels = required_kernels(request["kernel"], request["compute_cov"])
-    test_train = assembled(job, request, need["test_train"], keep=kernels["test_train"].__contains__,
-                           dtype=torch.float64)
-    test_test = (assembled(job, request, need["test_test"], keep=kernels["test_test"].__contains__,
-                           dtype=torch.float64) if "test_test" in need else None)
+    with phases("read test kernels"):
+        test_train = assembled(job, request, need["test_train"], keep=kernels["test_train"].__contains__,
+                               dtype=torch.float64)
+        test_test = (assembled(job, request, need["test_test"], keep=kernels["test_test"].__contains__,
+                               dtype=torch.float64) if "test_test" in need else None)
     if test_train is None or ("test_test" in need and test_test is None):
         return
-    arrays = compute.prediction(request, fact, y, test_train, test_test)
+    with phases("solve"):
+        arrays = compute.prediction(request, fact, y, test_train, test_test)
+    log.info("joined %d training points, %.2f s after the job started: %s", fact.n, tiles_s, phases)
     succeed(job, arrays, {"t": request["t"], "max_learning_rate": lr_per_target * y.size, "labels": labels})
 
 
-def factorize_train(job: dict, request: dict, block: Block) -> tuple[Factorization, float] | None:
+def factorize_train(job: dict, request: dict, block: Block, phases: Phases) -> tuple[Factorization, float] | None:
     """The train kernel's factorization and the max learning rate per target entry (linear in
     y_train.size), from the kernels the mode needs (and the NTK, for the learning rate).
 
@@ -277,14 +303,17 @@ def factorize_train(job: dict, request: dict, block: Block) -> tuple[Factorizati
     already count on."""
     method = method_for(request["t"])
     names = set(required_kernels(request["kernel"], request["compute_cov"])["train_train"]) | {"ntk"}
-    train = assembled(job, request, block, keep=names.__contains__, dtype=torch.float64)
+    with phases("read train kernel"):
+        train = assembled(job, request, block, keep=names.__contains__, dtype=torch.float64)
     if train is None:
         return None
-    if method == "cholesky":  # the factorization overwrites the matrix: its largest eigenvalue first
-        lr_per_target = max_learning_rate(train["ntk"], 1)
-    fact = factorize(train, request["kernel"], diag_reg=request["diag_reg"],
-                     diag_reg_absolute_scale=request["diag_reg_absolute_scale"], method=method,
-                     dtype=torch.float64, device=device, overwrite=True)
+    with phases("max learning rate"):
+        if method == "cholesky":  # the factorization overwrites the matrix: its largest eigenvalue first
+            lr_per_target = max_learning_rate(train["ntk"], 1)
+    with phases("factorize"):
+        fact = factorize(train, request["kernel"], diag_reg=request["diag_reg"],
+                         diag_reg_absolute_scale=request["diag_reg_absolute_scale"], method=method,
+                         dtype=torch.float64, device=device, overwrite=True)
     if method != "cholesky":
         lr_per_target = max_learning_rate(train["ntk"], 1, factorization=fact)
     return fact, lr_per_target
