@@ -193,11 +193,15 @@ def main() -> None:
     parser.add_argument("--check-upto", type=int, default=12000)
     parser.add_argument("--figure", default=os.path.join(HERE, "figures", "predict_scaling.png"))
     parser.add_argument("--json", default=os.path.join(HERE, "figures", "predict_scaling.json"))
+    parser.add_argument("--resume", action="store_true", help="keep the records of --json, run the other sizes")
     args = parser.parse_args()
     records = []
+    if args.resume and os.path.exists(args.json):
+        with open(args.json) as f:
+            records = json.load(f)["records"]
     print(f"{'N':>6} {'total':>7} {'tiles':>7} {'assemble':>8} {'λmax':>6} {'factor':>7} {'store':>6} {'solve':>6} "
           f"{'peak GB':>8} {'8N² GB':>7} {'vs direct':>9}", flush=True)
-    for n in (int(v) for v in args.sizes.split(",")):
+    for n in (int(v) for v in args.sizes.split(",") if int(v) not in {r["n"] for r in records}):
         r = run(n, args.test, n <= args.check_upto)
         records.append(r)
         print(f"{n:>6} {r['total_s']:>7.1f} {r['tiles_s']:>7.1f} {r['read train kernel']:>8.1f} "

@@ -259,13 +259,14 @@ def finish_predict(job: dict, request: dict) -> None:
     if requeued_evicted(job, read + ([] if cached else [need["train_train"]])):
         return
     tiles_s, phases = time.time() - float(job["started_at"]), Phases()
+    cached_lr = store.redis.get(lr_key) if cached else None
     with phases("read factorization"):
-        arrays = store.get(fact_key) if cached else None
+        arrays = store.get(fact_key) if cached_lr is not None else None
     if arrays is not None:
         fact = Factorization.from_arrays(arrays, device=device)
-        lr_per_target = float(store.redis.get(lr_key) or "nan")
+        lr_per_target = float(cached_lr)
     else:
-        if cached and requeued_evicted(job, [need["train_train"]]):  # a chunk of it was evicted
+        if cached and requeued_evicted(job, [need["train_train"]]):  # evicted since (a chunk of) it
             return
         made = factorize_train(job, request, need["train_train"], phases)
         if made is None:
