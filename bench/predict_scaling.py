@@ -210,7 +210,7 @@ def main() -> None:
               f"{r.get('max_rel_diff', float('nan')):>9.1e}", flush=True)
         with open(args.json, "w") as f:
             json.dump({"load_average": os.getloadavg(), "cpus": os.cpu_count(), "records": records}, f, indent=1)
-        plot(records, args.figure)
+        plot(sorted(records, key=lambda r: r["n"]), args.figure)
 
 
 if __name__ == "__main__":

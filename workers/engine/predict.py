@@ -192,8 +192,17 @@ def _as_tensor(a: ArrayLike, dtype: torch.dtype, device: torch.device | str | No
     return torch.as_tensor(np.asarray(a), dtype=dtype, device=device)
 
 
+def _finite(a: Tensor) -> bool:
+    """Whether every entry is finite, a block of rows at a time: ``torch.isfinite`` of a whole
+    N × N matrix makes temporaries of 1.4× its size (its absolute value among them)."""
+    if a.numel() == 0 or a.ndim == 0:
+        return bool(torch.isfinite(a).all())
+    rows = max(1, (1 << 20) // a[0].numel())
+    return all(bool(torch.isfinite(block).all()) for block in a.split(rows))
+
+
 def _check_finite(name: str, a: Tensor) -> None:
-    if not bool(torch.isfinite(a).all()):
+    if not _finite(a):
         raise PredictError(f"{name} contains non-finite values (NaN or inf)")
 
 
@@ -335,7 +344,7 @@ def _cholesky(a: Tensor, what: str, diag_reg: float, absolute: bool, epsilon: fl
     else:
         L, info = torch.linalg.cholesky_ex(a)
     bad = int(info)
-    if bad != 0 or not bool(torch.isfinite(L).all()):
+    if bad != 0 or not _finite(L):
         scale = "absolute" if absolute else "relative to the mean diagonal"
         raise NotPositiveDefinite(
             f"the train-train {what.upper()} kernel ({a.shape[0]}x{a.shape[0]}) plus diag_reg="
@@ -525,11 +534,16 @@ def _block(blocks: Mapping[str, ArrayLike] | None, name: str, which: str, shape:
     return b
 
 
+def _cho_solve(L: Tensor, b: Tensor) -> Tensor:
+    """``A⁻¹ b`` from ``A = L Lᵀ``: ``Lᵀ \\ (L \\ b)``, the two triangular solves of LAPACK's potrs
+    (NT ``_get_cho_solve``). ``torch.cholesky_solve`` would first copy ``L`` into LAPACK's
+    column-major layout (an N × N matrix more); ``solve_triangular`` reads either layout."""
+    return torch.linalg.solve_triangular(L.mT, torch.linalg.solve_triangular(L, b, upper=False), upper=True)
+
+
 def _mean_inf(f: Factorization, g_td: Tensor, y: Tensor) -> Tensor:
-    """``μ_∞ = G_td A⁻¹ Y`` by Cholesky solve (NT ``gp_inference``, ``k_inv_y``). LAPACK wants
-    the factor column-major: ``Lᵀ`` (upper, ``A = UᵀU``) viewed as ``L.mT`` is that without a copy
-    of an N × N matrix, which ``cholesky_solve(y, L)`` would make."""
-    return g_td @ torch.cholesky_solve(y, f.cholesky.mT, upper=True)
+    """``μ_∞ = G_td A⁻¹ Y`` by Cholesky solve (NT ``gp_inference``, ``k_inv_y``)."""
+    return g_td @ _cho_solve(f.cholesky, y)
 
 
 def _posterior_cov_inf(f: Factorization, c_td: Tensor, c_tt: Tensor) -> Tensor:
@@ -542,7 +556,7 @@ def _posterior_cov_inf(f: Factorization, c_td: Tensor, c_tt: Tensor) -> Tensor:
 def _ntk_cov_inf(f: Factorization, ntk_td: Tensor, nngp_td: Tensor, nngp_tt: Tensor) -> Tensor:
     """Lee et al. 2019 eq. (16) at t = ∞: with ``S = A⁻¹ Θ_dt`` (N, M),
     ``Σ = K_tt + Sᵀ K_dd S − Sᵀ K_dt − K_td S`` (NT ``gp_inference``, ``g == 'ntk'``)."""
-    s = torch.cholesky_solve(ntk_td.mT, f.cholesky)
+    s = _cho_solve(f.cholesky, ntk_td.mT)
     cross = s.mT @ nngp_td.mT
     return nngp_tt + s.mT @ (f.nngp_train_train @ s) - cross - cross.mT
 
@@ -674,14 +688,14 @@ def predict(
         if compute_cov:
             cov = covs.reshape(t_shape + covs.shape[1:])
 
-    if not bool(torch.isfinite(mean).all()):
+    if not _finite(mean):
         raise NonFinitePrediction(f"the {kernel} mean came out non-finite: the train kernel is "
                                   f"too ill-conditioned at diag_reg={f.diag_reg:g}; raise "
                                   f"diag_reg")
     variance = None
     if cov is not None:
         cov = _symmetric(cov)
-        if not bool(torch.isfinite(cov).all()):
+        if not _finite(cov):
             raise NonFinitePrediction(f"the {kernel} covariance came out non-finite: the "
                                       f"train kernel is too ill-conditioned at diag_reg="
                                       f"{f.diag_reg:g}; raise diag_reg")
@@ -726,9 +740,11 @@ def _largest_eigenvalue(a: Tensor) -> float:
     vector (deterministic, and close to the Perron vector of a kernel with positive entries)."""
     n = a.shape[0]
     if a.device.type == "cpu" and n >= LANCZOS_FROM:
-        from scipy.sparse.linalg import eigsh
+        from scipy.sparse.linalg import LinearOperator, eigsh
 
-        return float(eigsh(a.numpy(), k=1, which="LA", tol=0, v0=np.ones(n), return_eigenvectors=False)[0])
+        m = a.numpy()  # as an operator: eigsh given the array itself copies it
+        products = LinearOperator((n, n), matvec=m.dot, dtype=m.dtype)
+        return float(eigsh(products, k=1, which="LA", tol=0, v0=np.ones(n), return_eigenvectors=False)[0])
     return float(torch.linalg.eigvalsh(_symmetric(a))[-1])
 
 
