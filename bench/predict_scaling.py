@@ -20,6 +20,7 @@ N³ (N³/3 flops), the t = ∞ solve as N² per target column.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
@@ -105,7 +106,6 @@ def data(n: int, m: int, d: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndar
 
 
 def npz(**arrays) -> bytes:
-    import io
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()
