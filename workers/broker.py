@@ -91,8 +91,9 @@ class FinalFailure(Middleware):
             return
         step, error = STEPS.get(message.actor_name, message.actor_name), type(exception).__name__
         deliveries = message.options.get("retries", 1)
-        if isinstance(exception, (redis.ConnectionError, redis.TimeoutError, redis.OutOfMemoryError)):
-            status, advice = 503, "Redis was unreachable or full each time; send the request again later"
+        if isinstance(exception, (redis.ConnectionError, redis.TimeoutError, redis.OutOfMemoryError,
+                                  redis.ReadOnlyError)):
+            status, advice = 503, "Redis was unreachable, full or read-only; send the request again later"
         else:
             status, advice = 500, "the workers' log has the trace under this job's id"
         self._fail(message, problem(status, "Task failed", f"the {step} step of this job failed on each of its "

@@ -52,11 +52,16 @@ REQUEUE_ROUNDS = 2
 
 @contextmanager
 def failing_job(job: dict):
-    """Turn what a job's inputs can cause into the job's problem; leave a lost Redis to Retries."""
+    """Turn what a job's inputs can cause into the job's problem. A Redis that is lost goes to
+    Retries, and one that refuses a command (a value over its proto-max-bulk-len, say) to
+    broker.FinalFailure, whose problem names the step and the error class but none of Redis's
+    words; a Redis out of memory is the job's problem (507), as the API reports it."""
     try:
         yield
-    except (redis.ConnectionError, redis.TimeoutError):
-        raise
+    except redis.RedisError as e:
+        if not isinstance(e, redis.OutOfMemoryError):
+            raise
+        jobs.fail(job, redis_problem(e))
     except compute.Cancelled:
         pass
     except SpecError as e:
@@ -69,8 +74,6 @@ def failing_job(job: dict):
         jobs.fail(job, problem(422, "Invalid prediction", str(e)))
     except MissingInput as e:
         jobs.fail(job, problem(422, "Input deleted", str(e)))
-    except redis.RedisError as e:  # e.g. out of memory with nothing evictable
-        jobs.fail(job, redis_problem(e))
     except Exception as e:
         log.exception("job %s failed", job["id"])
         jobs.fail(job, problem(500, "Internal error", f"{type(e).__name__}: {e}"))
