@@ -1,4 +1,5 @@
-"""Smoke tests of the experiment scripts bench/ensemble.py, bench/digits.py, bench/diabetes.py.
+"""Smoke tests of the experiment scripts bench/ensemble.py, bench/digits.py, bench/diabetes.py,
+bench/chunk_throughput.py and bench/predict_scaling.py.
 
 Each runs end to end at a toy size (our engine only: NT_PYTHON unset) and prints its table; the
 figures themselves are the scripts' business, not asserted here.
@@ -6,6 +7,7 @@ figures themselves are the scripts' business, not asserted here.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -52,3 +54,17 @@ def test_depth_and_quadrature_script_prints_both_tables():
                      "--repeat", "1")
     assert "µs/entry/layer" in out and "degree" in out
     assert len([line for line in out.splitlines() if line.split()[:1] == ["4"]]) == 3
+
+
+def test_chunk_throughput_script_reports_rates():
+    out = run_script("chunk_throughput.py", "--gb", "0.02", "--chunk-mb", "1")
+    assert "write MB/s" in out and len(out.splitlines()) == 3
+
+
+def test_predict_scaling_script_times_its_phases_and_agrees_with_a_direct_solve(tmp_path):
+    records = tmp_path / "scaling.json"
+    out = run_script("predict_scaling.py", "--sizes", "300,600", "--test", "20", "--json", str(records),
+                     "--figure", str(tmp_path / "scaling.png"))
+    assert "factor" in out and (tmp_path / "scaling.png").exists()
+    for record in json.loads(records.read_text())["records"]:
+        assert record["max_rel_diff"] < 1e-8 and record["factorize"] >= 0
