@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Load on the service with locust: cached kernel requests, and dataset uploads as JSON and npz.
+"""Load on the service with locust: cached and cold kernel requests, dataset uploads as JSON and npz;
+and issue 18's round of identical cold requests, repeated.
 
 Against a running service, all scenarios at once, headless (start the service with an empty
 NTK_RATE_LIMIT, or its per-client limit answers most of the load with 429s, counted as errors):
@@ -19,14 +20,28 @@ answered, so the figures are the most the API answers, not a given arrival rate:
 * CachedKernel: one small kernel request (an MLP, 32 points of 8 features) over and over. The first
   computes; every later one is answered from the answer cache without a worker, so this measures
   the API's own path: JSON parsing and validation, content hashing, Redis round trips, encoding.
+* ColdKernel: a kernel request never seen before (an FC Gelu network on 1,200 × 30 fresh points
+  sent inline, about 0.8 MB of JSON, ``wait=0``), answered 202 with its job, which is then
+  cancelled (``DELETE /v1/jobs/{id}``, its own line) so that the queue does not bury the worker.
+  This measures the API's cold path: parsing a large body off the event loop, hashing and packing
+  its points, storing them and queueing the job, while the worker computes.
 * JsonUpload, NpzUpload: a fresh dataset of 256 points × 16 features and their targets (34 KB of
   float64) per request, then deleted again (the DELETE is its own line in the table).
+
+With ``--rounds N`` it runs issue 18's round instead, N times: ``--clients`` clients (16) send the
+same cold ColdKernel request at the same moment; once no job is active, the round reports its
+answers by status and the jobs it made (from /metrics). Single flight holds when each round made
+one job; the API holds under load when no answer is a 5xx. It exits non-zero otherwise:
+
+    python3 bench/load.py --rounds 20 [--clients 16] [--host URL]
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
+import re
 import os
 import socket
 import subprocess
@@ -37,6 +52,7 @@ import urllib.request
 from pathlib import Path
 
 import gevent
+import gevent.event
 import numpy as np
 from locust import FastHttpUser, constant, task
 from locust.env import Environment
@@ -47,6 +63,16 @@ MLP = {"layers": [{"type": "Dense", "out_dim": 512, "w_std": 1.5, "b_std": 0.05}
                   {"type": "Dense", "out_dim": 1, "w_std": 1.5, "b_std": 0.05}]}
 KERNEL_REQUEST = {"architecture": MLP, "x1": np.random.default_rng(0).normal(size=(32, 8)).round(6).tolist()}
 DATASET_SHAPE = (256, 16)
+GELU = {"layers": [{"type": "Dense", "out_dim": 512, "w_std": 1.5, "b_std": 0.05}, {"type": "Gelu"},
+                   {"type": "Dense", "out_dim": 512, "w_std": 1.5, "b_std": 0.05}, {"type": "Gelu"},
+                   {"type": "Dense", "out_dim": 1}]}
+COLD_SHAPE = (1200, 30)
+
+
+def cold_request(rng: np.random.Generator) -> bytes:
+    """A kernel request on fresh points: nothing of it is cached."""
+    x = rng.normal(size=COLD_SHAPE)
+    return json.dumps({"architecture": GELU, "x1": x.tolist(), "get": ["nngp"]}).encode()
 
 
 class CachedKernel(FastHttpUser):
@@ -55,6 +81,20 @@ class CachedKernel(FastHttpUser):
     @task
     def kernel(self):
         self.client.post("/v1/kernels", json=KERNEL_REQUEST, name="POST /v1/kernels (cached)")
+
+
+class ColdKernel(FastHttpUser):
+    wait_time = constant(0)
+    rng = np.random.default_rng()
+
+    @task
+    def kernel(self):
+        with self.client.post("/v1/kernels?wait=0", data=cold_request(self.rng), catch_response=True,
+                              headers={"Content-Type": "application/json"}, name="POST /v1/kernels (cold)") as r:
+            if r.status_code == 202:
+                self.client.delete(f"/v1/jobs/{r.json()['job']['id']}", name="DELETE /v1/jobs/{id}")
+            else:
+                r.failure(f"{r.status_code}: {r.text[:200]}")
 
 
 class Upload(FastHttpUser):
@@ -93,7 +133,7 @@ class NpzUpload(Upload):
                     headers={"Content-Type": "application/x-npz"})
 
 
-SCENARIOS = (CachedKernel, JsonUpload, NpzUpload)
+SCENARIOS = (CachedKernel, ColdKernel, JsonUpload, NpzUpload)
 
 
 def run(user_class: type, host: str, users: int, seconds: float) -> list[dict]:
@@ -114,6 +154,64 @@ def report(rows: list[dict]) -> str:
     lines += [f"{r['scenario']:<14}{r['request']:<30}{r['requests']:>9}{r['rps']:>9.1f}{r['p50_ms']:>9.0f}"
               f"{r['p99_ms']:>9.0f}{r['errors']:>8}" for r in rows]
     return "\n".join(lines)
+
+
+def metric_sum(host: str, pattern: str) -> int:
+    with urllib.request.urlopen(f"{host}/metrics", timeout=60) as r:
+        text = r.read().decode()
+    return sum(int(float(v)) for v in re.findall(rf"^{pattern}\{{state=\"\w+\"\}} (\S+)$", text, re.MULTILINE))
+
+
+def jobs_made(host: str) -> int:
+    """Jobs the service ever created: those ended and those active, as /metrics counts them."""
+    return metric_sum(host, "ntk_jobs_(?:finished_total|active)")
+
+
+def post(url: str, body: bytes) -> int | str:
+    """The answer's status (an error's name when none came)."""
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=300) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except (urllib.error.URLError, ConnectionError) as e:
+        return type(e).__name__
+
+
+def cold_round(host: str, body: bytes, clients: int) -> tuple[dict, int, float]:
+    """``clients`` identical requests at once: their statuses, the jobs they made once all ended,
+    and the seconds until the last was answered."""
+    before = jobs_made(host)
+    start = time.perf_counter()
+    go = gevent.event.Event()
+
+    def client():
+        go.wait()
+        return post(f"{host}/v1/kernels?wait=0", body)
+
+    greenlets = [gevent.spawn(client) for _ in range(clients)]
+    go.set()
+    gevent.joinall(greenlets)
+    answered_s = time.perf_counter() - start
+    while metric_sum(host, "ntk_jobs_active"):
+        gevent.sleep(0.2)
+    statuses: dict = {}
+    for g in greenlets:
+        statuses[g.value] = statuses.get(g.value, 0) + 1
+    return statuses, jobs_made(host) - before, answered_s
+
+
+def rounds(host: str, count: int, clients: int) -> int:
+    """Issue 18's round ``count`` times; answers how many failed."""
+    failed = 0
+    for n in range(count):
+        statuses, jobs, answered_s = cold_round(host, cold_request(np.random.default_rng([18, n])), clients)
+        errors = sum(k for status, k in statuses.items() if not (isinstance(status, int) and status < 500))
+        failed += errors > 0 or jobs != 1
+        print(f"round {n + 1:2d}: answers {statuses}, jobs {jobs}, all answered in {answered_s:.1f} s", flush=True)
+    print(f"{failed} of {count} rounds failed (a 5xx or no answer, or other than one job)")
+    return failed
 
 
 def free_port() -> int:
@@ -163,12 +261,16 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=8, help="concurrent users per scenario")
     ap.add_argument("--seconds", type=float, default=30, help="how long each scenario runs")
     ap.add_argument("--workers", type=int, default=1, help="workers of the service started here")
+    ap.add_argument("--rounds", type=int, help="run issue 18's round this often instead of the scenarios")
+    ap.add_argument("--clients", type=int, default=16, help="identical requests of each round")
     args = ap.parse_args()
     service = None
     host = args.host
     if host is None:
         service, host = start_service(args.workers)
     try:
+        if args.rounds:
+            sys.exit(1 if rounds(host, args.rounds, args.clients) else 0)
         rows = [row for scenario in SCENARIOS for row in run(scenario, host, args.users, args.seconds)]
     finally:
         if service is not None:

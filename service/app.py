@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import asynccontextmanager
 
+import anyio
 import redis
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
-from service import problems
+from service import deps, problems
 from service.metrics import Instrument, Metrics
 from service.middleware import BodyLimit, RateLimit, RequestContext
 from service.problems import problem_responses
@@ -43,12 +45,18 @@ async def check_eviction_policy(r: aioredis.Redis) -> None:
         log.warning(risk)
 
 
+def cores() -> int:
+    """The cores this process may run on (its affinity, where the platform tells)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.redis = aioredis.Redis.from_url(settings.redis, socket_connect_timeout=2, socket_timeout=10)
+        app.state.redis = deps.redis_client(settings)
+        app.state.cpu_slots = anyio.CapacityLimiter(settings.parse_concurrency or cores())
         app.state.submit = app.state.redis.register_script(SUBMIT)
         app.state.end = app.state.redis.register_script(END)
         app.state.broker = build_broker(settings)
@@ -66,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (datasets.router, kernels.router, predict.router, jobs.router):
         app.include_router(router, responses=v1_problems(settings))
     # added innermost first: a call meets RequestContext, Instrument, RateLimit, then BodyLimit
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, max_json_bytes=settings.max_json_bytes)
     if settings.rate_limit:
         app.add_middleware(RateLimit, settings=settings)
     app.add_middleware(Instrument, metrics=app.state.metrics)

@@ -3,14 +3,34 @@
 from __future__ import annotations
 
 import hmac
-
 from typing import Annotated
 
 import redis.asyncio as aioredis
 from fastapi import Depends, Request
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from service.problems import Problem
 from service.settings import Settings
+
+
+def redis_client(settings: Settings) -> aioredis.Redis:
+    """The API's Redis client, one per process, its timeouts each with one purpose.
+
+    A Redis that is down refuses or ignores a connection: that is noticed within
+    NTK_REDIS_CONNECT_TIMEOUT_S and answered 503. On a loaded machine a reply may be late, the
+    more so as a timeout counts the time this process's event loop was busy elsewhere: a reply
+    gets NTK_REDIS_TIMEOUT_S, and a late or failed one is sent once more on a fresh connection
+    before the call answers 503. Sending a command twice is safe: reads are, writes set what
+    they set again, and job transitions are scripts that end in the same state when run twice
+    (workers.jobstate.SUBMIT). At most NTK_REDIS_MAX_CONNECTIONS connections: a call beyond them
+    waits for one to be free (BlockingConnectionPool), rather than opening ever more or failing.
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis, max_connections=settings.redis_max_connections, timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_connect_timeout_s, socket_timeout=settings.redis_timeout_s,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=1))
+    return aioredis.Redis.from_pool(pool)
 
 
 def settings(request: Request) -> Settings:

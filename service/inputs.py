@@ -1,14 +1,23 @@
-"""A request's ArrayRefs, resolved to the references a job carries (see workers.plan).
+"""A request's body and ArrayRefs, resolved to the references a job carries (see workers.plan).
 
-Dataset references are looked up (their metadata holds each array's own content hash); inline
-arrays are parsed off the event loop, checked, hashed, and kept to be stored with the job.
+The JSON body is parsed off the event loop (OffLoopJson); dataset references are looked up (their
+metadata holds each array's own content hash); inline arrays are parsed off the event loop too,
+checked, hashed, and kept to be stored with the job.
+
+Off the event loop means in a thread, through one limiter of NTK_PARSE_CONCURRENCY threads (one per
+core by default) for all of this CPU work: sixteen large bodies at once queue for the cores instead
+of each taking a thread that holds the interpreter lock, which would starve the event loop, and with
+it every Redis reply (a late one times out) and every health probe.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any, Callable
 
-from fastapi.concurrency import run_in_threadpool
+import anyio
+from fastapi import Request
+from fastapi.routing import APIRoute
 
 from service.arrays import HEX_ID, check_points, check_targets, content_hash, from_json
 from service.problems import Problem, invalid
@@ -24,9 +33,39 @@ def inline_array(value, path: str, role: str) -> tuple[str, list[int], bytes]:
     return content_hash(**{role: a}), list(a.shape), pack_array(a)
 
 
+async def off_loop(request: Request, work: Callable, *args) -> Any:
+    """``work(*args)`` in a thread, at most NTK_PARSE_CONCURRENCY such threads at once (service.app)."""
+    return await anyio.to_thread.run_sync(work, *args, limiter=request.app.state.cpu_slots)
+
+
+class OffLoopJsonRequest(Request):
+    """A request whose JSON body is parsed off the event loop (starlette parses it on the loop)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = await off_loop(self, json.loads, await self.body())
+        return self._json
+
+
+class OffLoopJson(APIRoute):
+    """Route class of the calls that take large JSON bodies: FastAPI reads their body through
+    OffLoopJsonRequest. (A body over NTK_MAX_JSON_BYTES never gets here: service.middleware.BodyLimit.)"""
+
+    def get_route_handler(self) -> Callable:
+        handle = super().get_route_handler()
+
+        async def handle_off_loop(request: Request):
+            request = OffLoopJsonRequest(request.scope, request.receive)
+            await request.body()  # read here, where a client gone mid-body is a ClientDisconnect (499), not a 400
+            return await handle(request)
+
+        return handle_off_loop
+
+
 class Inputs:
-    def __init__(self, redis):
-        self.redis = redis
+    def __init__(self, request: Request):
+        self.request = request
+        self.redis = request.app.state.redis
         self.inline: dict[str, bytes] = {}  # digest -> npy bytes, stored with the job
 
     async def points(self, ref, path: str) -> dict:
@@ -42,7 +81,7 @@ class Inputs:
     async def _resolve(self, ref, path: str, role: str) -> dict:
         if isinstance(ref, DatasetRef):
             return await self._dataset(ref, path)
-        digest, shape, data = await run_in_threadpool(inline_array, ref, path, role)
+        digest, shape, data = await off_loop(self.request, inline_array, ref, path, role)
         self.inline[digest] = data
         return {"digest": digest, "shape": shape, "dataset": None, "field": role}
 

@@ -14,6 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from service import logs
+from service.inputs import off_loop
 from service.problems import Problem, respond
 from workers import keys
 from workers.broker import PLAN, enqueue
@@ -30,22 +31,22 @@ def wants_npz(request: Request) -> bool:
 
 async def submit(request: Request, kind: str, job_request: dict, inline: dict[str, bytes]) -> tuple[str, bool]:
     """The id of the job answering this request, and whether it was already there (answered or
-    running): then nothing is computed for this call, which is what ``cached`` reports."""
+    running): then nothing is computed for this call, which is what ``cached`` reports.
+
+    Redis decides which job that is (workers.jobstate.SUBMIT), in one script; should its reply be
+    lost and the script run again (service.deps.redis_client), the job it created is found by its id.
+    """
     state = request.app.state
-    r = state.redis
     key = request_key(job_request)
-    answered = await r.get(keys.answer(key))
-    if answered is not None and await r.exists(keys.job(answered.decode()), keys.job_result(answered.decode())) == 2:
-        state.metrics.answer_cache_hits.inc()
-        return answered.decode(), True
     job_id = uuid.uuid4().hex
-    script_keys, args = submit_call(job_id, kind, job_request, key, request.state.request_id)
-    owner = (await state.submit(keys=script_keys, args=args)).decode()
+    script_keys, args = submit_call(job_id, kind, job_request, key, request.state.request_id, inline)
+    owner, how = await state.submit(keys=script_keys, args=args)
+    owner = owner.decode()
     if owner != job_id:
+        if how == b"answered":
+            state.metrics.answer_cache_hits.inc()
         return owner, True
     try:
-        if inline:
-            await r.hset(keys.job_inputs(job_id), mapping=inline)
         await run_in_threadpool(enqueue, state.broker, PLAN, job_id)  # the broker's client blocks
     except redis.RedisError as e:
         await abandon(request, job_id, key, redis_problem(e))
@@ -130,7 +131,7 @@ async def answer(request: Request, job: dict, *, cached: bool) -> Response:
     data = None if located is None else await read_spans(r, result, spans(located, 0, size_of(located), 1 << 62))
     if data is None:
         raise expired(job["id"])
-    return await run_in_threadpool(encode_json, data, meta)
+    return await off_loop(request, encode_json, data, meta)
 
 
 async def parts(r, key: str) -> list[tuple[str, int]] | None:

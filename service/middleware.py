@@ -93,7 +93,9 @@ class RateLimit:
     When Redis cannot count (down, out of memory) the call goes through: the limiter protects
     capacity, it is not access control, and refusing every call while Redis is unwell would
     also refuse the reads that still work (an out-of-memory Redis still answers GETs). Calls
-    that need a Redis that is down get their own 503.
+    that need a Redis that is down get their own 503. For the same reason the limiter does not
+    wait for a slow Redis longer than NTK_REDIS_CONNECT_TIMEOUT_S: a count missed under load
+    costs less than a call held back.
     """
 
     def __init__(self, app, settings: Settings):
@@ -101,7 +103,8 @@ class RateLimit:
         self.limit = limits.parse(settings.rate_limit)
         self.by_key = bool(settings.keys)
         storage = RedisStorage(f"async+{settings.redis}", implementation="redispy", wrap_exceptions=True,
-                               key_prefix="ntk:ratelimit", socket_connect_timeout=2, socket_timeout=2)
+                               key_prefix="ntk:ratelimit", socket_connect_timeout=settings.redis_connect_timeout_s,
+                               socket_timeout=settings.redis_connect_timeout_s)
         self.window = MovingWindowRateLimiter(storage)
         self.counting = True  # whether Redis answered last time: its failures are logged once, not per call
 
@@ -138,24 +141,39 @@ class RateLimit:
         await respond(body, {"Retry-After": str(seconds)})(scope, receive, send)
 
 
-class BodyLimit:
-    """A body over NTK_MAX_BODY_BYTES is a 413, whether declared or streamed.
+def is_json(content_type: str) -> bool:
+    media_type = content_type.split(";")[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
 
-    A declared one is refused before it is read. A streamed one is cut off when it passes the
-    limit; whatever the app then answers (FastAPI turns a failed body read into a 400) is
-    replaced by the 413.
+
+class BodyLimit:
+    """A body over NTK_MAX_BODY_BYTES, or a JSON one over NTK_MAX_JSON_BYTES, is a 413, whether
+    declared or streamed.
+
+    JSON has its own, lower limit: parsed, its numbers take several times the bytes they arrived
+    in, and parsing holds a core; large arrays belong in npy or npz. A declared body is refused
+    before it is read. A streamed one is cut off when it passes the limit; whatever the app then
+    answers (FastAPI turns a failed body read into a 400) is replaced by the 413.
     """
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, max_bytes: int, max_json_bytes: int):
         self.app = app
         self.max_bytes = max_bytes
+        self.max_json_bytes = max_json_bytes
+
+    def limit(self, scope) -> tuple[int, str]:
+        """The most bytes this call's body may have, and the setting that says so."""
+        if is_json(header(scope, b"content-type")) and self.max_json_bytes < self.max_bytes:
+            return self.max_json_bytes, "max_json_bytes"
+        return self.max_bytes, "max_body_bytes"
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit, setting = self.limit(scope)
         declared = header(scope, b"content-length")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            return await self.refuse(scope, receive, send, int(declared), "the body is")
+        if declared.isdigit() and int(declared) > limit:
+            return await self.refuse(scope, receive, send, int(declared), "is", limit, setting)
         received = 0
         exceeded = False
 
@@ -163,7 +181,7 @@ class BodyLimit:
             nonlocal received, exceeded
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_bytes:
+            if received > limit:
                 exceeded = True
                 raise Problem(413, "Content too large", "body over the limit")
             return message
@@ -172,13 +190,19 @@ class BodyLimit:
             if not exceeded:
                 await send(message)
             elif message["type"] == "http.response.start":
-                await self.refuse(scope, receive, send, received, "the body passed")
+                await self.refuse(scope, receive, send, received, "passed", limit, setting)
 
         await self.app(scope, limited, answer)
 
-    async def refuse(self, scope, receive, send, size: int, what: str) -> None:
-        setting = Settings.env("max_body_bytes")
-        body = problem(413, "Content too large", f"{what} {size} bytes, over the limit of {self.max_bytes} bytes "
-                       f"({setting}); upload large arrays as npz datasets and refer to them",
-                       value=size, limit=self.max_bytes, setting=setting)
+    async def refuse(self, scope, receive, send, size: int, verb: str, limit: int, setting: str) -> None:
+        env = Settings.env(setting)
+        if setting == "max_json_bytes":
+            advice = ("send large arrays as npy or npz instead: upload them with POST /v1/datasets "
+                      "(application/x-npy or application/x-npz) and refer to them as {\"dataset\": id}")
+            what = "the JSON body"
+        else:
+            advice = "upload large arrays as npz datasets and refer to them"
+            what = "the body"
+        body = problem(413, "Content too large", f"{what} {verb} {size} bytes, over the limit of {limit} bytes "
+                       f"({env}); {advice}", value=size, limit=limit, setting=env)
         await respond(body)(scope, receive, send)

@@ -14,6 +14,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from service.schemas import ProblemDetails
 from workers.engine.spec import MAX_RESIDUAL_NESTING, Layer, format_path
@@ -108,6 +110,8 @@ def json_path(loc: tuple) -> str:
     return format_path(steps) or "$"
 
 
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone before its answer (no standard one)
+
 HTTP_TITLES = {400: "Bad request", 401: "Unauthorized", 404: "Not found", 405: "Method not allowed",
                406: "Not acceptable", 409: "Conflict", 413: "Content too large", 415: "Unsupported media type"}
 
@@ -145,6 +149,13 @@ def install(app: FastAPI) -> None:
                  for e in errors]
         detail = "; ".join(f"{p['path']}: {p['message']}" for p in paths[:5])
         return respond(problem(422, "Invalid input", detail, errors=paths))
+
+    @app.exception_handler(ClientDisconnect)
+    async def on_client_gone(request: Request, exc: ClientDisconnect):
+        # A client event, not a server error: counted and logged (service.middleware.RequestContext)
+        # with nginx's 499 "client closed request"; nobody is left to read the answer.
+        log.info("the client closed the connection before its request body arrived")
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     @app.exception_handler(redis.RedisError)
     async def on_redis(request: Request, exc: redis.RedisError):

@@ -53,8 +53,24 @@ class Settings(BaseSettings):
                             "without NTK_API_KEYS), as `limits` writes it: '600/minute', '20 per 5 seconds'; "
                             "empty: no limit")
 
+    # The API's Redis client (service.deps.redis_client): a Redis that is down is noticed at connect;
+    # a busy machine only makes replies slow, and slow is not down.
+    redis_connect_timeout_s: float = Field(2.0, gt=0, description="how long the API tries to connect to "
+                                           "Redis before it answers 503 (Redis unavailable)")
+    redis_timeout_s: float = Field(30.0, gt=0, description="how long the API waits for one Redis reply; one "
+                                   "slower than this is retried once, on a fresh connection, before the call "
+                                   "answers 503")
+    redis_max_connections: int = Field(64, ge=1, description="Redis connections of one API process; a call "
+                                       "beyond them waits for a free one (up to NTK_REDIS_TIMEOUT_S)")
+    parse_concurrency: int = Field(0, ge=0, description="request bodies the API parses, hashes and packs at "
+                                   "once, each in a thread (0: one per core); the others wait their turn, so "
+                                   "that Redis replies and health probes are still served")
+
     # Request limits. Each refusal is a problem naming the limit, the value and the NTK_ setting.
     max_body_bytes: int = Field(256 << 20, ge=1, description="largest request body (413 beyond)")
+    max_json_bytes: int = Field(16 << 20, ge=1, description="largest JSON body (413 beyond): parsed JSON "
+                                "takes several times its size in memory, so large arrays travel as npy/npz, "
+                                "uploaded with POST /v1/datasets")
     max_points: int = Field(100_000, ge=1, description="most points in one request (x1 + x2, or train + test) "
                             "or one dataset")
     max_features: int = Field(1 << 18, ge=1, description="most numbers in one point: d, L·C or H·W·C")

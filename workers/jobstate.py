@@ -20,19 +20,30 @@ log = logging.getLogger("ntk.worker")
 ACTIVE = ("queued", "running")
 TERMINAL = ("succeeded", "failed", "cancelled")
 
-# KEYS: inflight, new job, active-jobs zset. ARGV: new job id, now, kind, request JSON, request key,
-# job key prefix, request id. Answers the id of the job that will compute the request: a live one, or the new one.
+# Single flight: the job that answers a request is decided here, once, by Redis. KEYS: answer,
+# inflight, new job, its inputs, active-jobs zset. ARGV: new job id, now, kind, request JSON,
+# request key, job key prefix, result key suffix, request id, then digest and npy bytes of each inline
+# input. Answers {job id, how}: 'answered' by an ended job whose result is still kept, 'joined' to
+# an active one, or 'created' (the new job, queued with its inputs). The answer is looked up here
+# rather than before the script, so that a job ending in between cannot leave a request to make a
+# second one. Run twice with the same ARGV (a client retrying after a reply was lost), the script
+# finds the job its first run created: the caller knows it by its id and queues it once.
 SUBMIT = """
-local current = redis.call('GET', KEYS[1])
+local answered = redis.call('GET', KEYS[1])
+if answered and redis.call('EXISTS', ARGV[6] .. answered, ARGV[6] .. answered .. ARGV[7]) == 2 then
+  return {answered, 'answered'}
+end
+local current = redis.call('GET', KEYS[2])
 if current then
   local status = redis.call('HGET', ARGV[6] .. current, 'status')
-  if status == 'queued' or status == 'running' then return current end
+  if status == 'queued' or status == 'running' then return {current, 'joined'} end
 end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[2], 'id', ARGV[1], 'status', 'queued', 'created_at', ARGV[2], 'kind', ARGV[3],
-           'request', ARGV[4], 'request_key', ARGV[5], 'request_id', ARGV[7])
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
-return ARGV[1]
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[3], 'id', ARGV[1], 'status', 'queued', 'created_at', ARGV[2], 'kind', ARGV[3],
+           'request', ARGV[4], 'request_key', ARGV[5], 'request_id', ARGV[8])
+if #ARGV > 8 then redis.call('HSET', KEYS[4], unpack(ARGV, 9)) end
+redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
+return {ARGV[1], 'created'}
 """
 
 # KEYS: job. ARGV: now. Answers the job's status after the attempt.
@@ -60,10 +71,15 @@ return 1
 """
 
 
-def submit_call(job_id: str, kind: str, request: dict, request_key: str, request_id: str) -> tuple[list, list]:
-    """KEYS and ARGV of SUBMIT; ``request_id`` is the HTTP request's (service.logs), kept for the job's logs."""
-    return ([keys.inflight(request_key), keys.job(job_id), keys.ACTIVE_JOBS],
-            [job_id, time.time(), kind, json.dumps(request), request_key, keys.job(""), request_id])
+def submit_call(job_id: str, kind: str, request: dict, request_key: str, request_id: str,
+                inline: dict[str, bytes]) -> tuple[list, list]:
+    """KEYS and ARGV of SUBMIT; ``request_id`` is the HTTP request's (service.logs), kept for the job's
+    logs; ``inline`` the npy bytes of the request's inline arrays by digest, stored with a new job."""
+    return ([keys.answer(request_key), keys.inflight(request_key), keys.job(job_id), keys.job_inputs(job_id),
+             keys.ACTIVE_JOBS],
+            [job_id, time.time(), kind, json.dumps(request), request_key, keys.job(""),
+             keys.job_result(job_id).removeprefix(keys.job(job_id)), request_id,
+             *(item for digest_and_bytes in inline.items() for item in digest_and_bytes)])
 
 
 def end_call(job_id: str, request_key: str, status: str, ttl: int, *, error: dict | None = None,

@@ -9,11 +9,11 @@ import json
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from service import deps, limits
 from service.arrays import HEX_ID, check_points, check_targets, checked, content_hash, from_json, from_npy, from_npz
+from service.inputs import off_loop
 from service.problems import Problem, invalid, malformed_json, problem_responses
 from service.schemas import Dataset
 from workers import keys
@@ -78,13 +78,13 @@ def public(meta: dict) -> dict:
 async def upload(request: Request, settings: deps.SettingsDep, r: deps.RedisDep):
     content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
     body = await request.body()
-    arrays = await run_in_threadpool(parse, body, content_type, settings.max_body_bytes)
+    arrays = await off_loop(request, parse, body, content_type, settings.max_body_bytes)
     limits.check_points(settings, list(arrays["x"].shape), "x")
-    meta = await run_in_threadpool(metadata, arrays["x"], arrays["y"])
+    meta = await off_loop(request, metadata, arrays["x"], arrays["y"])
     key = keys.dataset(meta["id"])
     if await r.hexists(key, "meta"):
         return JSONResponse(public(meta), status_code=200)
-    stored = {name: await run_in_threadpool(pack_array, a) for name, a in arrays.items() if a is not None}
+    stored = {name: await off_loop(request, pack_array, a) for name, a in arrays.items() if a is not None}
     await r.hset(key, mapping={**stored, "meta": json.dumps(meta)})
     return JSONResponse(public(meta), status_code=201, headers={"Location": f"/v1/datasets/{meta['id']}"})
 

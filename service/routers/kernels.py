@@ -5,12 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, Request
 
 from service import deps, jobs, limits
-from service.inputs import Inputs, fits, same_features
+from service.inputs import Inputs, OffLoopJson, fits, same_features
 from workers.engine.monte_carlo import DEFAULT_SAMPLES
 from service.problems import problem_responses
 from service.schemas import Accepted, KernelAnswer, KernelRequest
 
-router = APIRouter(prefix="/v1", tags=["kernels"], dependencies=[Depends(deps.authorize), Depends(deps.json_body)])
+router = APIRouter(prefix="/v1", tags=["kernels"], dependencies=[Depends(deps.authorize), Depends(deps.json_body)],
+                   route_class=OffLoopJson)
 
 
 WAIT = Query(30.0, ge=0, le=300, allow_inf_nan=False, description="seconds to wait for the answer before answering 202 with the job")
@@ -20,9 +21,8 @@ ANSWERS = {200: {"model": KernelAnswer, "content": {jobs.NPZ: {}}}, 202: {"model
 
 
 @router.post("/kernels", responses=ANSWERS)
-async def kernels(body: KernelRequest, request: Request, settings: deps.SettingsDep, redis: deps.RedisDep,
-                  wait: float = WAIT):
-    inputs = Inputs(redis)
+async def kernels(body: KernelRequest, request: Request, settings: deps.SettingsDep, wait: float = WAIT):
+    inputs = Inputs(request)
     x1 = await inputs.points(body.x1, "x1")
     x2 = None if body.x2 is None else await inputs.points(body.x2, "x2")
     if x2 is not None:

@@ -5,19 +5,19 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from service import deps, jobs, limits
-from service.inputs import Inputs, fits, same_features
+from service.inputs import Inputs, OffLoopJson, fits, same_features
 from service.routers.kernels import PROBLEMS, WAIT
 from service.schemas import Accepted, PredictAnswer, PredictRequest
 
-router = APIRouter(prefix="/v1", tags=["predict"], dependencies=[Depends(deps.authorize), Depends(deps.json_body)])
+router = APIRouter(prefix="/v1", tags=["predict"], dependencies=[Depends(deps.authorize), Depends(deps.json_body)],
+                   route_class=OffLoopJson)
 
 ANSWERS = {200: {"model": PredictAnswer, "content": {jobs.NPZ: {}}}, 202: {"model": Accepted}, **PROBLEMS}
 
 
 @router.post("/predict", responses=ANSWERS)
-async def predict(body: PredictRequest, request: Request, settings: deps.SettingsDep, redis: deps.RedisDep,
-                  wait: float = WAIT):
-    inputs = Inputs(redis)
+async def predict(body: PredictRequest, request: Request, settings: deps.SettingsDep, wait: float = WAIT):
+    inputs = Inputs(request)
     x_train = await inputs.points(body.x_train, "x_train")
     y_train = await inputs.targets(body.y_train, "y_train", x_train["shape"][0])
     x_test = await inputs.points(body.x_test, "x_test")

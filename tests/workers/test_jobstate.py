@@ -1,0 +1,77 @@
+"""Single flight (workers.jobstate.SUBMIT) under the interleavings that made two jobs of one request:
+a job ending between a request's look at the answer and its submit, and a submit sent twice
+because its first reply was lost. Each runs the scripts themselves against a Valkey of its own."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis
+
+from workers import keys
+from workers.jobstate import END, SUBMIT, end_call, submit_call
+
+REQUEST_KEY = "a" * 64
+INLINE = {"d" * 64: b"npy bytes of x1"}
+
+
+@pytest.fixture(scope="module")
+def r(start_valkey):
+    with start_valkey() as server:
+        yield redis.Redis.from_url(f"{server.connection_url}/0")
+
+
+@pytest.fixture
+def scripts(r):
+    r.flushdb()
+    submit, end = r.register_script(SUBMIT), r.register_script(END)
+
+    def submit_new(job_id: str | None = None) -> tuple[str, str]:
+        script_keys, args = submit_call(job_id or uuid.uuid4().hex, "kernels", {"kind": "kernels"}, REQUEST_KEY,
+                                        "request-1", INLINE)
+        owner, how = submit(keys=script_keys, args=args)
+        return owner.decode(), how.decode()
+
+    def finish(job_id: str, status: str) -> None:
+        if status == "succeeded":
+            r.set(keys.job_result(job_id), b"npz bytes of the answer")
+        script_keys, args = end_call(job_id, REQUEST_KEY, status, 3600,
+                                     answer={"cached": False} if status == "succeeded" else None)
+        assert end(keys=script_keys, args=args) == 1
+
+    return submit_new, finish
+
+
+def jobs(r) -> list[str]:
+    return [key.decode().split(":")[2] for key in r.scan_iter(keys.job("*")) if key.count(b":") == 2]
+
+
+def test_a_request_submitted_as_its_job_ends_is_answered_by_that_job(r, scripts):
+    submit, finish = scripts
+    first, how = submit()
+    assert how == "created" and r.hgetall(keys.job_inputs(first)) == {k.encode(): v for k, v in INLINE.items()}
+    assert submit() == (first, "joined")
+    finish(first, "succeeded")  # inflight gone, answer set: a submit now must not make a second job
+    assert submit() == (first, "answered")
+    assert jobs(r) == [first]
+
+
+def test_a_submit_sent_twice_finds_the_job_its_first_run_created(r, scripts):
+    submit, _ = scripts
+    job_id = uuid.uuid4().hex
+    assert submit(job_id) == (job_id, "created")
+    assert submit(job_id) == (job_id, "joined")  # the caller knows its own id: it queues the job once
+    assert jobs(r) == [job_id]
+
+
+@pytest.mark.parametrize("ending", ["failed", "cancelled", "succeeded, then its result evicted"])
+def test_a_request_whose_job_left_no_answer_makes_a_new_one(r, scripts, ending):
+    submit, finish = scripts
+    first, _ = submit()
+    finish(first, ending.split(",")[0])
+    if ending.endswith("evicted"):
+        r.delete(keys.job_result(first))
+    second, how = submit()
+    assert how == "created" and second != first
+    assert sorted(jobs(r)) == sorted([first, second])
