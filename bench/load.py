@@ -156,9 +156,17 @@ def report(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def metric_sum(host: str, pattern: str) -> int:
-    with urllib.request.urlopen(f"{host}/metrics", timeout=60) as r:
-        text = r.read().decode()
+def metric_sum(host: str, pattern: str, tries: int = 20) -> int:
+    """The sum of a /metrics counter or gauge over its states (a scrape that fails is tried again)."""
+    for attempt in range(tries):
+        try:
+            with urllib.request.urlopen(f"{host}/metrics", timeout=60) as r:
+                text = r.read().decode()
+            break
+        except urllib.error.HTTPError:
+            if attempt == tries - 1:
+                raise
+            gevent.sleep(0.5)
     return sum(int(float(v)) for v in re.findall(rf"^{pattern}\{{state=\"\w+\"\}} (\S+)$", text, re.MULTILINE))
 
 

@@ -47,7 +47,7 @@ PROBLEM_STATUSES = {
     404: "no such dataset or job",
     409: "the job has not finished yet, or was cancelled",
     410: "the job's result expired or was evicted: send the request again",
-    413: "the body exceeds NTK_MAX_BODY_BYTES",
+    413: "the body exceeds NTK_MAX_BODY_BYTES, or a JSON body NTK_MAX_JSON_BYTES",
     415: "the body's Content-Type is not one this call takes",
     422: "invalid input: `errors` names each offending JSON path",
     429: "more calls than NTK_RATE_LIMIT allows: Retry-After says when to call again",
