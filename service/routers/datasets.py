@@ -68,6 +68,13 @@ def metadata(x: np.ndarray, y: np.ndarray | None) -> dict:
             "digests": {"x": content_hash(x=x), "y": None if y is None else content_hash(y=y)}}
 
 
+def prepare(body: bytes, content_type: str, settings) -> tuple[dict, dict[str, bytes]]:
+    """A dataset's metadata and its arrays as stored, from a body: CPU work, done in one thread."""
+    arrays = parse(body, content_type, settings.max_body_bytes)
+    limits.check_points(settings, list(arrays["x"].shape), "x")
+    return metadata(arrays["x"], arrays["y"]), {name: pack_array(a) for name, a in arrays.items() if a is not None}
+
+
 def public(meta: dict) -> dict:
     return {k: v for k, v in meta.items() if k != "digests"}
 
@@ -78,13 +85,10 @@ def public(meta: dict) -> dict:
 async def upload(request: Request, settings: deps.SettingsDep, r: deps.RedisDep):
     content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
     body = await request.body()
-    arrays = await off_loop(request, parse, body, content_type, settings.max_body_bytes)
-    limits.check_points(settings, list(arrays["x"].shape), "x")
-    meta = await off_loop(request, metadata, arrays["x"], arrays["y"])
+    meta, stored = await off_loop(request, prepare, body, content_type, settings)
     key = keys.dataset(meta["id"])
     if await r.hexists(key, "meta"):
         return JSONResponse(public(meta), status_code=200)
-    stored = {name: await off_loop(request, pack_array, a) for name, a in arrays.items() if a is not None}
     await r.hset(key, mapping={**stored, "meta": json.dumps(meta)})
     return JSONResponse(public(meta), status_code=201, headers={"Location": f"/v1/datasets/{meta['id']}"})
 
