@@ -374,3 +374,34 @@ def test_predict_from_spec_matches_neural_tangents(name):
     if P.dynamics_kernel(meta["kernel"]) == "ntk":
         assert out.extras["max_learning_rate"] == pytest.approx(meta["max_learning_rate"],
                                                                 rel=RTOL)
+
+
+# The issue's case: targets of ±1e308 used to be answered "not positive definite, raise diag_reg".
+HUGE_MLP = {"layers": [{"type": "Dense", "out_dim": 512, "w_std": 1.5, "b_std": 0.05}, {"type": "Relu"},
+                       {"type": "Dense", "out_dim": 1, "w_std": 1.5, "b_std": 0.05}]}
+HUGE_X = np.array([[0.1, 0.2, 0.3], [0.4, -0.5, 0.6]])
+HUGE_Y = np.array([[1e308], [-1e308]])
+
+
+@pytest.mark.parametrize("t", [None, [1.0, math.inf]], ids=["t=None (Cholesky)", "finite t (eigh)"])
+def test_targets_whose_prediction_overflows_are_named(t):
+    """A mean beyond float64's range is the targets' doing when the kernel is well conditioned."""
+    with pytest.raises(P.PredictError, match="y_train") as raised:
+        P.predict_from_spec(HUGE_MLP, HUGE_X, HUGE_Y, np.array([[1.0, 1.0, 1.0]]), t=t, compute_cov=False)
+    assert not isinstance(raised.value, P.NotPositiveDefinite)
+    assert "diag_reg" not in str(raised.value)
+
+
+def test_huge_targets_whose_prediction_fits_are_answered():
+    """At a training point (t = ∞, no regularization) the mean is that point's target, 1e308."""
+    out = P.predict_from_spec(HUGE_MLP, HUGE_X, HUGE_Y, HUGE_X[:1], compute_cov=False)
+    np.testing.assert_allclose(out.mean.numpy(), HUGE_Y[:1], rtol=1e-6)
+
+
+def test_scaling_the_targets_by_a_power_of_two_scales_the_mean_exactly():
+    dd, td, tt, y = synthetic()
+    for t in (None, 2.0):
+        fact = P.factorize(dd, "ntk", diag_reg=1e-3, method=P.method_for(t))
+        plain = P.predict(fact, y, td, tt, kernel="ntk", t=t, compute_cov=False).mean
+        scaled = P.predict(fact, y * 2.0**900, td, tt, kernel="ntk", t=t, compute_cov=False).mean
+        assert torch.equal(scaled, plain * 2.0**900)

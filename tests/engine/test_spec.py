@@ -90,3 +90,36 @@ def test_overflow_is_an_error_not_nan():
         layers += [{"type": "Dense", "out_dim": 8, "w_std": 900.0}, {"type": "Relu"}]
     with pytest.raises(NonFiniteKernel, match="overflow"):
         kernel_fn({"layers": layers + [DENSE]}, np.ones((2, 3)))
+
+
+@pytest.mark.parametrize("layer, unknown, known", [
+    ({**DENSE, "W_std": 1.5}, "W_std", "w_std"),  # neural-tangents' own spelling
+    ({**DENSE, "B_STD": 0.1}, "B_STD", "b_std"),
+    ({"type": "Dense", "outDim": 4}, "outDim", "out_dim"),
+    ({"type": "Conv", "out_chan": 2, "filter-shape": [3]}, "filter-shape", "filter_shape"),
+])
+def test_a_known_parameter_in_another_spelling_is_suggested(layer, unknown, known):
+    errors = {e["path"]: e for e in errors_of({"layers": [DENSE, {"type": "Residual", "layers": [layer]}]})}
+    assert errors[f"layers[1].layers[0].{unknown}"]["suggestion"] == known
+
+
+def test_an_unknown_parameter_like_no_known_one_gets_no_suggestion():
+    errors = errors_of({"layers": [{**DENSE, "colour": 1}]})
+    assert errors[0]["path"] == "layers[0].colour" and "suggestion" not in errors[0]
+
+
+@pytest.mark.parametrize("spec, shape, parameters", [
+    # fan-in × fan-out per Dense (biases only where b_std is set), acting on the channel axis
+    ({"layers": [{"type": "Dense", "out_dim": 5}, {"type": "Relu"}, {"type": "Dense", "out_dim": 1, "b_std": 0.1}]},
+     (3,), 3 * 5 + 5 * 1 + 1),
+    # Conv: in_chan × filter taps × out_chan
+    ({"layers": [{"type": "Conv", "out_chan": 4, "filter_shape": [3, 2], "b_std": 0.1}, {"type": "Flatten"},
+                 {"type": "Dense", "out_dim": 2}]}, (5, 5, 2), 2 * 6 * 4 + 4 + (3 * 4 * 4) * 2),
+    # both paths of a Residual block
+    ({"layers": [DENSE, {"type": "Residual", "layers": [{"type": "Dense", "out_dim": 4}],
+                          "shortcut": [{"type": "Dense", "out_dim": 4}]}]}, (3,), 3 * 4 + 16 + 16),
+    ({"layers": [{"type": "Dense", "out_dim": 2**20}, {"type": "Relu"}, {"type": "Dense", "out_dim": 2**20},
+                 {"type": "Relu"}, {"type": "Dense", "out_dim": 1}]}, (3,), 3 * 2**20 + 2**40 + 2**20),
+])
+def test_parameters_of_the_sampled_networks(spec, shape, parameters):
+    assert Architecture.parse(spec).parameters(shape) == parameters

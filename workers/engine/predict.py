@@ -203,7 +203,19 @@ def _finite(a: Tensor) -> bool:
 
 def _check_finite(name: str, a: Tensor) -> None:
     if not _finite(a):
-        raise PredictError(f"{name} contains non-finite values (NaN or inf)")
+        raise PredictError(f"{name} contains non-finite values (NaN or inf, or beyond the range of {a.dtype})")
+
+
+def _unit_targets(y: Tensor) -> tuple[Tensor, int]:
+    """``y = y_unit · 2^exponent`` with every ``|y_unit| < 2`` (``exponent`` 0 for such targets).
+
+    The mean is linear in the targets, so it is computed from ``y_unit`` and multiplied by
+    ``2^exponent`` at the end: powers of two round nothing, so the result is the same, but a mean
+    that overflows only then is the targets' doing, not an ill-conditioned kernel's.
+    """
+    peak = float(y.abs().max()) if y.numel() else 0.0
+    exponent = max(0, math.frexp(peak)[1] - 1)
+    return y * 2.0**-exponent, exponent
 
 
 def regularizer(g_dd: Tensor, diag_reg: float, diag_reg_absolute_scale: bool) -> float:
@@ -652,6 +664,7 @@ def predict(
     if y.ndim != 2 or y.shape[0] != n:
         raise PredictError(f"y_train must be ({n}, k), got shape {tuple(y.shape)}")
     _check_finite("y_train", y)
+    y, exponent = _unit_targets(y)
     if not isinstance(k_test_train, Mapping) or g not in k_test_train:
         raise PredictError(f"k_test_train must be a dict holding the {g!r} block")
     m = _as_tensor(k_test_train[g], dtype, device).shape[0]
@@ -692,6 +705,11 @@ def predict(
         raise NonFinitePrediction(f"the {kernel} mean came out non-finite: the train kernel is "
                                   f"too ill-conditioned at diag_reg={f.diag_reg:g}; raise "
                                   f"diag_reg")
+    mean = mean * 2.0**exponent
+    if not _finite(mean):
+        peak = float(y.abs().max()) * 2.0**exponent
+        raise PredictError(f"y_train: the targets are too large: with max |y_train| = {peak:.3g} the {kernel} "
+                           f"mean overflows {dtype}; scale the targets down (the mean is linear in them)")
     variance = None
     if cov is not None:
         cov = _symmetric(cov)
