@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+from math import prod
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
@@ -265,6 +267,15 @@ class Architecture(BaseModel):
                             "not (k,): add Flatten or GlobalAvgPool before the last Dense")
         return walk.shape
 
+    def parameters(self, input_shape: tuple[int, ...]) -> int:
+        """How many parameters a finite network of this architecture has on points of ``input_shape``
+        (what a Monte Carlo estimate draws per sample): a Dense layer's fan-in × out_dim weights and a
+        Conv layer's in_chan × filter taps × out_chan, plus out_dim (out_chan) biases where b_std is
+        set; both paths of a Residual block. Raises SpecError as ``check`` does."""
+        walk = _ShapeWalk(input_shape)
+        walk.run(self.layers, ("layers",), is_gaussian=False, nesting=0)
+        return walk.parameters
+
     def needs_full_spatial(self) -> bool:
         """Whether any layer needs covariances between different positions (only pooling does).
 
@@ -300,6 +311,7 @@ class _ShapeWalk:
 
     def __init__(self, shape):
         self.shape = None if shape is None else tuple(shape)
+        self.parameters = 0  # of the finite network, counted where the shape is known
 
     def run(self, layers, path, is_gaussian: bool, nesting: int) -> bool:
         for i, layer in enumerate(layers):
@@ -317,6 +329,7 @@ class _ShapeWalk:
         if isinstance(layer, Dense):
             if shape is not None:
                 self.shape = shape[:-1] + (layer.out_dim,)
+                self.parameters += (shape[-1] + (layer.b_std is not None)) * layer.out_dim
             return True
         if isinstance(layer, Conv):
             self._check_spatial(layer, path, len(layer.filter_shape), "filter_shape")
@@ -324,6 +337,8 @@ class _ShapeWalk:
                 spatial = _window_output(shape[:-1], layer.filter_shape, layer.strides, layer.padding,
                                          path, "filter_shape")
                 self.shape = spatial + (layer.out_chan,)
+                fan_in = shape[-1] * prod(layer.filter_shape)
+                self.parameters += (fan_in + (layer.b_std is not None)) * layer.out_chan
             return True
         if isinstance(layer, AvgPool):
             self._check_spatial(layer, path, len(layer.window_shape), "window_shape")
@@ -372,6 +387,7 @@ class _ShapeWalk:
                 raise SpecError(path, f"the branch outputs shape {branch.shape} per point but the "
                                 f"shortcut outputs {shortcut.shape}; they must match to be summed")
             self.shape = branch.shape
+            self.parameters += branch.parameters + shortcut.parameters
             return g_branch and g_short
         raise AssertionError(f"unhandled layer {layer.type}")
 
@@ -406,16 +422,45 @@ def _window_output(spatial, window, strides, padding, path, field) -> tuple[int,
 
 
 def validation_errors(error: ValidationError) -> list[dict]:
-    """pydantic's errors as [{"path", "message"}] with JSON paths like layers[2].w_std."""
+    """pydantic's errors as [{"path", "message"}] with JSON paths like layers[2].w_std; an unknown
+    parameter that spells a known one differently adds ``"suggestion"``: its known name."""
     out = []
     for e in error.errors(include_url=False):
-        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p in _LAYER_TAGS))
-        out.append({"path": format_path(loc) or "$", "message": e["msg"]})
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p in LAYER_TYPES))
+        holder = layer_model(e["loc"]) or (Architecture if len(e["loc"]) == 1 else None)
+        out.append(suggest({"path": format_path(loc) or "$", "message": e["msg"]}, e, holder))
     return out
 
 
-_LAYER_TAGS = {m.__name__ for m in (Dense, Conv, Relu, Abs, Sign, Identity, LeakyRelu, ABRelu, Erf,
-                                    Gelu, Sin, Elementwise, AvgPool, GlobalAvgPool, Flatten,
-                                    LayerNorm, Residual)}
+LAYER_TYPES = {m.__name__: m for m in (Dense, Conv, Relu, Abs, Sign, Identity, LeakyRelu, ABRelu, Erf, Gelu, Sin,
+                                       Elementwise, AvgPool, GlobalAvgPool, Flatten, LayerNorm, Residual)}
+
+
+def spelling(name: str) -> str:
+    """A name as read regardless of case, underscores and hyphens: W_std, w-std and wStd are wstd."""
+    return re.sub(r"[_\-]", "", name.lower())
+
+
+def respelled(name: str, model: type[BaseModel]) -> str | None:
+    """The field of ``model`` that the unknown ``name`` spells another way (neural-tangents' W_std is w_std)."""
+    return next((known for known in model.model_fields if spelling(known) == spelling(name)), None)
+
+
+def layer_model(loc: tuple) -> type[Layer] | None:
+    """The layer type a pydantic error location ends in: (..., "layers", 0, "Dense", "W_std") -> Dense."""
+    return LAYER_TYPES.get(loc[-2]) if len(loc) >= 2 and isinstance(loc[-2], str) else None
+
+
+def suggest(entry: dict, error: dict, model: type[BaseModel] | None) -> dict:
+    """``entry`` (the {"path", "message"} of a pydantic ``error``), with the known name of an unknown
+    field of ``model`` that spells it another way: in the message and as ``"suggestion"``."""
+    name = error["loc"][-1] if error["loc"] else None
+    if error["type"] != "extra_forbidden" or model is None or not isinstance(name, str):
+        return entry
+    known = respelled(name, model)
+    if known is None:
+        return entry
+    return {**entry, "message": f"unknown parameter {name}: did you mean {known}?", "suggestion": known}
+
 
 LayerAdapter = TypeAdapter(AnyLayer)
