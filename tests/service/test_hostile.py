@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import zipfile
 from dataclasses import dataclass, field
 
@@ -280,6 +281,12 @@ MALFORMED_BINARY = [
                  id="zip bomb: small header, 16 MB inflating behind it"),
     pytest.param(upload(npz(z=np.ones((4, 3))), "application/x-npz"), 422, "z", id="npz array other than x, y"),
     pytest.param(upload(npz(y=np.ones(4)), "application/x-npz"), 422, "x", id="npz without x"),
+    # a zero dimension makes the declared size 0, whatever the other dimensions claim
+    pytest.param(upload(npy_header((2**63, 0))), 422, "axis 0", id="npy shape (2^63, 0)"),
+    pytest.param(upload(npy_header((0, 2**70))), 422, "axis 1", id="npy shape (0, 2^70)"),
+    pytest.param(upload(npy_header((2**40, 2**40, 0))), 422, "axis 0", id="npy shape (2^40, 2^40, 0)"),
+    pytest.param(upload(deflated(x=npy_header((0, 2**70))), "application/x-npz"), 422, "axis 1",
+                 id="npz member of shape (0, 2^70)"),
 ]
 
 NESTING = [
@@ -440,3 +447,167 @@ def test_authorization_junk_is_401(guarded, headers):
 
 def test_the_key_itself_is_let_in(guarded):
     assert_problem(guarded.get("/v1/jobs/0123", headers={"Authorization": "Bearer alpha"}), 404)
+
+
+@pytest.fixture(scope="module")
+def job_id(client) -> str:
+    """The id of a real job (new points: nothing cached answers it), whose Redis keys share its prefix."""
+    r = client.post("/v1/kernels?wait=0", json={"architecture": MLP, "x1": points(3, seed=4200).tolist()})
+    assert r.status_code == 202, r.text
+    return r.json()["job"]["id"]
+
+
+@pytest.mark.parametrize("suffix", [":inputs", ":done", ":result", "*", "-", "0"])
+@pytest.mark.parametrize("method, tail", [("GET", ""), ("DELETE", ""), ("GET", "/result")])
+def test_a_job_id_out_of_its_format_is_404_and_names_no_redis_internals(client, job_id, suffix, method, tail):
+    r = client.request(method, f"/v1/jobs/{job_id}{suffix}{tail}")
+    body = assert_problem(r, 404)
+    assert "WRONGTYPE" not in r.text and "redis" not in r.text.lower(), body
+    assert client.get(f"/v1/jobs/{job_id}").json()["status"] != "cancelled"
+
+
+def test_redis_failures_are_problems_without_redis_text():
+    """What redis-py says (commands, keys, addresses) is logged, never answered."""
+    import redis
+
+    from workers.jobstate import redis_problem
+
+    failures = [redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
+                redis.ConnectionError("Error 111 connecting to localhost:6379. Connection refused."),
+                redis.TimeoutError("Timeout reading from socket"),
+                redis.ReadOnlyError("You can't write against a read only replica.")]
+    for failure in failures:
+        body = redis_problem(failure)
+        assert body["status"] == 503 and str(failure) not in body["detail"], body
+        assert "6379" not in body["detail"] and "WRONGTYPE" not in body["detail"] and "socket" not in body["detail"]
+    assert redis_problem(redis.OutOfMemoryError("OOM command not allowed when used memory > 'maxmemory'."))["status"] == 507
+
+
+BIG_ENDIAN = ([[1.5, -2.0], [0.25, 3.0], [-1.0, 0.5]], [[1, -2], [3, 4], [-5, 6]], [[1, 2], [3, 4], [5, 600]])
+
+
+@pytest.mark.parametrize("dtype, values", [(">f4", BIG_ENDIAN[0]), (">f2", BIG_ENDIAN[0]), (">f8", BIG_ENDIAN[0]),
+                                           (">i4", BIG_ENDIAN[1]), (">i8", BIG_ENDIAN[1]), (">u2", BIG_ENDIAN[2])])
+def test_big_endian_arrays_are_stored_in_native_order_and_compute(client, dtype, values):
+    swapped = np.array(values, dtype=dtype)
+    native = swapped.astype(swapped.dtype.newbyteorder("="))
+    uploaded = client.post("/v1/datasets", content=npy(swapped), headers={"Content-Type": "application/x-npy"})
+    assert uploaded.status_code in (200, 201), uploaded.text
+    again = client.post("/v1/datasets", content=npy(native), headers={"Content-Type": "application/x-npy"})
+    assert again.status_code == 200 and again.json()["id"] == uploaded.json()["id"]  # the same stored bytes
+    r = client.post("/v1/kernels", json={"architecture": MLP, "x1": {"dataset": uploaded.json()["id"]}})
+    assert r.status_code == 200, r.text
+    reference = kernel_fn(MLP, native.astype(np.float64))
+    np.testing.assert_allclose(r.json()["ntk"], reference["ntk"].numpy(), rtol=1e-12, atol=0)
+
+
+def test_big_endian_arrays_inside_an_npz_are_stored_in_native_order(client):
+    x, y = np.array(BIG_ENDIAN[0], dtype=">f8"), np.array([1, -1, 2], dtype=">i4")
+    uploaded = client.post("/v1/datasets", content=npz(x=x, y=y), headers={"Content-Type": "application/x-npz"})
+    assert uploaded.status_code in (200, 201), uploaded.text
+    native = npz(x=x.astype("=f8"), y=y.astype("=i4"))
+    again = client.post("/v1/datasets", content=native, headers={"Content-Type": "application/x-npz"})
+    assert again.status_code == 200 and again.json()["id"] == uploaded.json()["id"]
+
+
+@pytest.mark.parametrize("shape, axis", [((2**63, 0), 0), ((0, 2**70), 1), ((2**40, 2**40, 0), 0)])
+def test_a_declared_dimension_is_checked_on_its_own(client, shape, axis):
+    body = assert_problem(upload(npy_header(shape)).send(client), 422, "x")
+    assert f"axis {axis}" in body["detail"] and body["value"] == shape[axis], body
+    assert body["setting"] == "NTK_MAX_BODY_BYTES" and body["limit"] == BODY_LIMIT // 8
+
+
+def test_monte_carlo_bounds_the_parameters_of_the_sampled_networks(client):
+    """32 × 2^20 passes the samples × width limit; two 2^20-wide layers are 2^40 weights."""
+    wide = net({"type": "Dense", "out_dim": 2**20}, {"type": "Relu"}, {"type": "Dense", "out_dim": 2**20},
+               {"type": "Relu"}, OUT)
+    r = kernels(architecture=wide, method="monte_carlo", samples=32).send(client)
+    body = assert_problem(r, 422, "architecture")
+    assert body["setting"] == "NTK_MAX_MC_PARAMETERS" and body["value"] == 3 * 2**20 + 2**40 + 2**20, body
+    assert body["value"] > body["limit"]
+
+
+@pytest.mark.parametrize("accept, npz_expected", [
+    ("application/x-npz;q=0, application/json", False),
+    ("application/x-npz; q=0.0, */*", False),
+    ("application/json;q=0.5, application/x-npz;q=0.4", False),
+    ("application/json;q=0.4, application/x-npz;q=0.5", True),
+    ("application/x-npz", True),
+    ("*/*", False),
+    ("application/*", False),
+    ("text/html", False),
+])
+def test_accept_honours_q_values(client, accept, npz_expected):
+    r = client.post("/v1/kernels", json={"architecture": MLP, "x1": X}, headers={"Accept": accept})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("application/x-npz" if npz_expected else "application/json")
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_head_probes_answer_without_a_body(client, path):
+    r = client.head(path)
+    assert r.status_code == 200 and r.content == b""
+
+
+def test_targets_whose_prediction_overflows_are_named_not_diag_reg(client):
+    body = assert_problem(predict(y_train=[[1e308], [-1e308]], x_test=[[1.0, 1.0, 1.0]]).send(client), 422)
+    assert "y_train" in body["detail"] and "diag_reg" not in body["detail"], body
+    fits = predict(y_train=[[1e308], [-1e308]]).send(client)  # at a training point the mean is its target
+    assert fits.status_code == 200, fits.text
+    np.testing.assert_allclose(fits.json()["mean"], [[1e308]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("call, path, known", [
+    (network({**DENSE, "W_std": 1.5}, OUT), "architecture.layers[0].W_std", "w_std"),
+    (network(DENSE, {"type": "Residual", "layers": [{**DENSE, "B_std": 0.1}]}, OUT),
+     "architecture.layers[1].layers[0].B_std", "b_std"),
+    (network({"type": "Dense", "outDim": 8}, OUT), "architecture.layers[0].outDim", "out_dim"),
+    (kernels(architecture={**MLP, "Parameterization": "ntk"}), "architecture.Parameterization", "parameterization"),
+    (kernels(x1=OMIT, X1=X), "X1", "x1"),
+    (predict(diagReg=1e-3), "diagReg", "diag_reg"),
+    (kernels(x1={"dataset": UNKNOWN_ID, "Field": "x"}), "x1.Field", "field"),
+])
+def test_a_known_parameter_in_another_spelling_is_suggested(client, call, path, known):
+    body = assert_problem(call.send(client), 422, path)
+    error = next(e for e in body["errors"] if e["path"] == path)
+    assert error["suggestion"] == known and known in body["detail"], body
+
+
+def test_no_redirect_before_auth(guarded):
+    """No route redirects (redirect_slashes is off), and an unknown /v1 path or method asks for a key first."""
+    for method, path in [("POST", "/v1/kernels/"), ("GET", "/v1/datasets/"), ("GET", "/v1/nothing"),
+                         ("PUT", "/v1/kernels")]:
+        r = guarded.request(method, path, json={})
+        assert_problem(r, 401)
+        assert "location" not in r.headers
+    keyed = guarded.post("/v1/kernels/", json={}, headers={"Authorization": "Bearer alpha"})
+    assert_problem(keyed, 404)
+    assert "location" not in keyed.headers
+
+
+def test_openapi_declares_bearer_security(guarded):
+    document = guarded.get("/openapi.json").json()
+    assert document["components"]["securitySchemes"]["bearer"] == {
+        "type": "http", "scheme": "bearer", "description": document["components"]["securitySchemes"]["bearer"]["description"]}
+    for path, operations in document["paths"].items():
+        for operation in operations.values():
+            assert (operation.get("security") == [{"bearer": []}]) == path.startswith("/v1/"), (path, operation)
+
+
+def test_openapi_without_keys_declares_no_security(client):
+    document = client.get("/openapi.json").json()
+    assert "bearer" in document["components"]["securitySchemes"]
+    assert not any("security" in op for operations in document["paths"].values() for op in operations.values())
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_load_nothing_from_another_host(client, page):
+    r = client.get(page)
+    assert r.status_code == 200
+    html = r.text
+    assert "http://" not in html and "https://" not in html and "//cdn" not in html, html
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert assets
+    for asset in assets:
+        assert asset.startswith("/"), asset
+        assert client.get(asset).status_code == 200, asset
