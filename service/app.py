@@ -11,7 +11,7 @@ import redis
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
-from service import deps, problems
+from service import deps, openapi, problems
 from service.metrics import Instrument, Metrics
 from service.middleware import BodyLimit, RateLimit, RequestContext
 from service.problems import problem_responses
@@ -64,12 +64,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         await app.state.redis.aclose()
 
-    app = FastAPI(title="NTK service", version="0.1.0", lifespan=lifespan,
+    # No redirects: a redirect of /v1/kernels/ would answer before auth, and a POST redirected is a body sent twice.
+    app = FastAPI(title="NTK service", version="0.1.0", lifespan=lifespan, redirect_slashes=False,
+                  docs_url=None, redoc_url=None,
                   description="Neural tangent and NNGP kernels of infinitely wide networks, and the predictions "
                               "of their infinite ensembles. Errors are RFC 9457 application/problem+json.")
     app.state.settings = settings
     app.state.metrics = Metrics()
-    problems.install(app)
+    problems.install(app, authorize=deps.authorize)
+    openapi.serve_docs(app)
+    openapi.declare_security(app, settings)
     app.include_router(health.router)
     for router in (datasets.router, kernels.router, predict.router, jobs.router):
         app.include_router(router, responses=v1_problems(settings))

@@ -138,6 +138,7 @@ def read_npy(stream, name: str, max_bytes: int) -> np.ndarray:
         raise invalid(name, f"the array must be numeric, not {dtype}")
     if any(n < 0 for n in shape):
         raise Problem(400, "Malformed npy", f"{name}: the npy header declares a negative shape {list(shape)}")
+    check_axes(shape, dtype, name, max_bytes)
     size = math.prod(shape) * dtype.itemsize
     if size > max_bytes:
         raise Problem(413, "Content too large", f"{name}: the npy header declares a {dtype} array of shape "
@@ -146,4 +147,19 @@ def read_npy(stream, name: str, max_bytes: int) -> np.ndarray:
     if len(data) != size:
         raise Problem(400, "Malformed npy", f"{name}: the npy header declares {size} bytes of data but "
                       f"{'fewer' if len(data) < size else 'more'} follow")
-    return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran_order else "C")
+    array = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran_order else "C")
+    # Big-endian arrays (">f4") are stored as the same numbers in native order: what the workers compute with.
+    return array if dtype.isnative else array.astype(dtype.newbyteorder("="))
+
+
+def check_axes(shape: tuple, dtype: np.dtype, name: str, max_bytes: int) -> None:
+    """Each declared axis on its own, not only their product: with a zero among them the product
+    is 0 whatever the others claim, and numpy cannot make an array of shape (2^63, 0)."""
+    longest = max_bytes // dtype.itemsize  # a non-empty array with a longer axis exceeds max_bytes
+    for axis, n in enumerate(shape):
+        if n > longest:
+            setting = "NTK_MAX_BODY_BYTES"
+            message = (f"axis {axis} of the npy header declares {n} entries; at most {longest} {dtype} entries "
+                       f"fit {max_bytes} bytes ({setting})")
+            raise Problem(422, "Invalid input", f"{name}: {message}", errors=[{"path": name, "message": message}],
+                          value=n, limit=longest, setting=setting)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from datetime import datetime, timezone
 
@@ -23,10 +24,39 @@ from workers.jobstate import TERMINAL, end_call, redis_problem, submit_call
 from workers.plan import request_key
 
 NPZ = "application/x-npz"
+JOB_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex, as submit makes them
+
+
+QVALUE = re.compile(r"0(\.\d{0,3})?|1(\.0{0,3})?")  # RFC 9110 §12.4.2
+
+
+def preference(accept: str, media_type: str) -> tuple[float, int]:
+    """How much an Accept header wants ``media_type`` (RFC 9110 §12.5.1): the q of the most
+    specific range that matches it (type/subtype 2, type/* 1, */* 0) and that specificity;
+    (0, -1) when no range matches. A range without q has q = 1."""
+    wanted_type = media_type.split("/")[0]
+    best = (-1, 0.0)  # (specificity, q)
+    for item in accept.split(","):
+        media_range, *parameters = [part.strip() for part in item.split(";")]
+        media_range = media_range.lower()
+        specificity = {media_type: 2, f"{wanted_type}/*": 1, "*/*": 0}.get(media_range, -1)
+        if specificity <= best[0]:
+            continue
+        q = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q" and QVALUE.fullmatch(value.strip()):
+                q = float(value)
+        best = (specificity, q)
+    return best[1], best[0]
 
 
 def wants_npz(request: Request) -> bool:
-    return NPZ in request.headers.get("Accept", "")
+    """npz when the caller names it and wants it at least as much as JSON; JSON otherwise (a
+    wildcard alone, or an Accept that wants neither, gets JSON: it is the default answer)."""
+    accept = request.headers.get("Accept", "")
+    npz_q, npz_specificity = preference(accept, NPZ)
+    return npz_specificity == 2 and npz_q > 0 and npz_q >= preference(accept, "application/json")[0]
 
 
 async def submit(request: Request, kind: str, job_request: dict, inline: dict[str, bytes]) -> tuple[str, bool]:

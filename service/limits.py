@@ -59,7 +59,8 @@ def widest_layer(architecture: Architecture) -> int:
 
 
 def check_kernels(settings: Settings, body: KernelRequest, x1: dict, x2: dict | None, samples: int | None) -> None:
-    """x1 and x2 are resolved references (service.inputs): their ``shape`` is known."""
+    """x1 and x2 are resolved references (service.inputs): their ``shape`` is known; the architecture
+    is known to run on points of that shape (service.inputs.fits)."""
     check_depth(settings, body.architecture)
     n1 = x1["shape"][0]
     n2 = n1 if x2 is None else x2["shape"][0]
@@ -69,6 +70,11 @@ def check_kernels(settings: Settings, body: KernelRequest, x1: dict, x2: dict | 
         width = widest_layer(body.architecture)
         within(settings, "max_mc_samples_width", samples * width, "samples",
                f"samples × the widest layer ({samples} × {width})")
+        parameters = body.architecture.parameters(tuple(x1["shape"][1:]))
+        within(settings, "max_mc_parameters", parameters, "architecture",
+               "the parameters of one sampled network (fan-in × fan-out per Dense or Conv layer, and biases)")
+        within(settings, "max_mc_sampled_parameters", samples * parameters, "samples",
+               f"samples × the parameters of one network ({samples} × {parameters})")
     else:
         check_pair_covariances(settings, body.architecture, x1["shape"], "x1")
 

@@ -8,17 +8,20 @@ with JSON paths like ``architecture.layers[2].w_std``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import get_type_hints
 
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from service.schemas import ProblemDetails
-from workers.engine.spec import MAX_RESIDUAL_NESTING, Layer, format_path
+from service.schemas import DatasetRef, ProblemDetails
+from workers.engine.spec import MAX_RESIDUAL_NESTING, Architecture, Layer, format_path, layer_model, suggest
 from workers.jobstate import problem, redis_problem
 
 log = logging.getLogger("ntk.api")
@@ -112,17 +115,36 @@ def json_path(loc: tuple) -> str:
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone before its answer (no standard one)
 
+
+def holder(request: Request, loc: tuple) -> type[BaseModel] | None:
+    """The model whose field a request's error location names last: a layer type, the architecture,
+    a dataset reference, or the route's ``body`` model (for suggesting a known spelling)."""
+    parent = loc[-2] if len(loc) >= 2 else None
+    if parent == "body":
+        route = request.scope.get("route")
+        return get_type_hints(route.endpoint).get("body") if route is not None else None
+    return layer_model(loc) or {"architecture": Architecture, "dataset-ref": DatasetRef}.get(parent)
+
+
 HTTP_TITLES = {400: "Bad request", 401: "Unauthorized", 404: "Not found", 405: "Method not allowed",
                406: "Not acceptable", 409: "Conflict", 413: "Content too large", 415: "Unsupported media type"}
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, authorize: Callable[[Request], Awaitable[None]]) -> None:
+    """Answer every error as a problem. ``authorize`` raises the 401 of a /v1 call without a valid
+    key: a /v1 path or method that does not exist gets it first, as any /v1 call would."""
+
     @app.exception_handler(Problem)
     async def on_problem(request: Request, exc: Problem):
         return respond(exc.body, exc.headers)
 
     @app.exception_handler(HTTPException)
     async def on_http(request: Request, exc: HTTPException):
+        if exc.status_code in (404, 405) and request.url.path.startswith("/v1/"):
+            try:
+                await authorize(request)
+            except Problem as refused:
+                return respond(refused.body, refused.headers)
         title = HTTP_TITLES.get(exc.status_code, "Error")
         detail = exc.detail if isinstance(exc.detail, str) else title
         if exc.status_code == 404 and detail == "Not Found":
@@ -145,7 +167,9 @@ def install(app: FastAPI) -> None:
         too_deep = [e for e in errors if e["type"] == "too_long" and e["loc"][-1] in ("layers", "shortcut")]
         if too_deep:
             return respond(layer_list_too_long(too_deep[0]))
-        paths = [{"path": json_path(e["loc"]), "message": nesting_message(e) if e["type"] in RECURSION_ERRORS else e["msg"]}
+        paths = [suggest({"path": json_path(e["loc"]),
+                          "message": nesting_message(e) if e["type"] in RECURSION_ERRORS else e["msg"]},
+                         e, holder(request, e["loc"]))
                  for e in errors]
         detail = "; ".join(f"{p['path']}: {p['message']}" for p in paths[:5])
         return respond(problem(422, "Invalid input", detail, errors=paths))

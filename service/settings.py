@@ -90,6 +90,13 @@ class Settings(BaseSettings):
                             "variable (workers.engine.spec.MAX_LAYERS), so set it for the workers too")
     max_mc_samples_width: int = Field(1 << 25, ge=1, description="Monte Carlo: most samples × the widest layer "
                                       "(out_dim or out_chan), which an estimate's time and memory grow with")
+    max_mc_parameters: int = Field(1 << 28, ge=1, description="Monte Carlo: most parameters of one sampled "
+                                   "network (fan-in × out_dim per Dense, in_chan × filter taps × out_chan per "
+                                   "Conv, and biases); a worker holds one network at a time, 8 bytes a parameter "
+                                   "in float64: 2 GiB at the default")
+    max_mc_sampled_parameters: int = Field(1 << 35, ge=1, description="Monte Carlo: most samples × the "
+                                           "parameters of one network, the random numbers an estimate draws "
+                                           "(100 samples of a network at NTK_MAX_MC_PARAMETERS fit)")
 
     job_ttl_s: int = Field(86400, ge=1, description="how long finished jobs and their results are kept")
     heartbeat_timeout_s: float = Field(20.0, gt=0, description="a worker silent this long is dead: "

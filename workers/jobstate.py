@@ -102,7 +102,14 @@ def redis_problem(error: redis.RedisError) -> dict:
         return problem(507, "Insufficient storage", "Redis is out of memory and holds nothing it may evict "
                        "(datasets and running jobs are kept until deleted): delete datasets you no longer "
                        "need, or raise Redis' maxmemory")
-    return problem(503, "Redis unavailable", f"the service cannot use its Redis: {type(error).__name__}: {error}")
+    # What redis-py says (commands, keys, addresses) is for the logs, never for an answer.
+    if isinstance(error, redis.TimeoutError):
+        why = "it did not answer in time"
+    elif isinstance(error, redis.ConnectionError):
+        why = "it cannot be reached"
+    else:
+        why = "it refused a command"
+    return problem(503, "Redis unavailable", f"the service cannot use its Redis now ({why}); retry shortly")
 
 
 class Jobs:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import redis
@@ -14,16 +15,20 @@ from service.problems import problem_responses, respond
 from workers import keys
 from workers.jobstate import problem
 
+log = logging.getLogger("ntk.api")
 router = APIRouter(tags=["health"])
 
 FORGET_WORKERS_S = 3600  # prune workers silent this long from the live-worker set
 
 
+# Probes answer HEAD as GET, without the body (load balancers probe with HEAD); only GET is documented.
+@router.head("/healthz", include_in_schema=False)
 @router.get("/healthz")
 async def healthz():
     return {"status": "ok"}
 
 
+@router.head("/readyz", include_in_schema=False)
 @router.get("/readyz", responses=problem_responses(503))
 async def readyz(settings: deps.SettingsDep, r: deps.RedisDep):
     now = time.time()
@@ -33,7 +38,8 @@ async def readyz(settings: deps.SettingsDep, r: deps.RedisDep):
         pipe.zcount(keys.WORKERS, now - settings.live_worker_s, "+inf")
         _, workers = await pipe.execute()
     except redis.RedisError as e:
-        return respond(problem(503, "Not ready", f"Redis does not answer: {e}"), {"Retry-After": "1"})
+        log.warning("/readyz: Redis does not answer: %s", e)  # the details stay in the log
+        return respond(problem(503, "Not ready", "Redis does not answer"), {"Retry-After": "1"})
     if workers == 0:
         return respond(problem(503, "Not ready", f"no live worker (none reported within {settings.live_worker_s:g} s)"),
                        {"Retry-After": "1"})

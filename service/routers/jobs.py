@@ -13,7 +13,8 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(deps.
 
 
 async def existing(redis, job_id: str) -> dict:
-    job = await jobs.read(redis, job_id)
+    """The job, looked up only when ``job_id`` is one (its keys share their prefix with other keys)."""
+    job = await jobs.read(redis, job_id) if jobs.JOB_ID.fullmatch(job_id) else None
     if job is None:
         raise jobs.not_found(job_id)
     logs.job_id.set(job_id)

@@ -28,9 +28,10 @@ async def kernels(body: KernelRequest, request: Request, settings: deps.Settings
     if x2 is not None:
         same_features(x2, x1, "x2", "x1")
     samples = (body.samples or DEFAULT_SAMPLES) if body.method == "monte_carlo" else None
+    architecture = fits(body.architecture, x1["shape"][1:])
     limits.check_kernels(settings, body, x1, x2, samples)
     job_request = {
-        "kind": "kernels", "architecture": fits(body.architecture, x1["shape"][1:]),
+        "kind": "kernels", "architecture": architecture,
         "dtype": body.dtype or settings.dtype, "x1": x1, "x2": x2, "get": sorted(set(body.get)),
         "method": body.method,
         "samples": samples,

@@ -14,7 +14,8 @@ import pytest
 from service_helpers import points
 
 LIMITS = {"max_body_bytes": 20_000, "max_points": 50, "max_features": 200, "max_kernel_entries": 400,
-          "max_pair_covariances": 100, "max_train_points": 10, "max_times": 3, "max_mc_samples_width": 1000, "max_layers": 20}
+          "max_pair_covariances": 100, "max_train_points": 10, "max_times": 3, "max_mc_samples_width": 1000,
+          "max_mc_parameters": 2000, "max_mc_sampled_parameters": 5000, "max_layers": 20}
 MLP = {"layers": [{"type": "Dense", "out_dim": 8}, {"type": "Relu"}, {"type": "Dense", "out_dim": 1}]}
 
 
@@ -97,6 +98,19 @@ def test_monte_carlo_samples_times_width(client):
 
     refused(estimate(501), 422, "samples", 1002, "NTK_MAX_MC_SAMPLES_WIDTH")
     assert estimate(500).status_code == 200
+
+
+def test_monte_carlo_parameters_of_the_sampled_networks(client):
+    def estimate(width, samples):
+        hidden = {"type": "Dense", "out_dim": width}
+        arch = {"layers": [hidden, {"type": "Relu"}, hidden, {"type": "Relu"}, {"type": "Dense", "out_dim": 1}]}
+        return client.post("/v1/kernels", json={"architecture": arch, "x1": points(3, 2).tolist(),
+                                                "method": "monte_carlo", "samples": samples})
+
+    # 2 × 50 + 50 × 50 + 50 weights: fan-in × fan-out, where samples × width is only 2 × 50
+    refused(estimate(50, 2), 422, "architecture", 2650, "NTK_MAX_MC_PARAMETERS")
+    refused(estimate(40, 3), 422, "samples", 3 * 1720, "NTK_MAX_MC_SAMPLED_PARAMETERS")
+    assert estimate(40, 2).status_code == 200
 
 
 def test_train_points_times_and_covariance_entries_of_a_prediction(client):
