@@ -25,9 +25,7 @@ from workers.plan import request_key
 
 NPZ = "application/x-npz"
 JOB_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex, as submit makes them
-
-
-QVALUE = re.compile(r"0(\.\d{0,3})?|1(\.0{0,3})?")  # RFC 9110 §12.4.2
+QVALUE = re.compile(r"0(\.\d{0,3})?|1(\.0{0,3})?")  # an Accept weight, RFC 9110 §12.4.2
 
 
 def preference(accept: str, media_type: str) -> tuple[float, int]:
