@@ -38,7 +38,6 @@ sys.path.insert(0, ROOT)
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
-import psutil  # noqa: E402
 import torch  # noqa: E402
 
 from harness import fc_spec  # noqa: E402
@@ -77,11 +76,17 @@ class Serve:
         raise TimeoutError(f"ntk serve not ready:\n{self.lines()[-20:]}")
 
     def worker_peak_bytes(self) -> int:
-        """VmHWM of the worker (``-m cli worker``), the process that joins."""
-        for child in psutil.Process(self.proc.pid).children(recursive=True):
-            if child.cmdline()[-1:] == ["worker"]:
-                with open(f"/proc/{child.pid}/status") as status:
+        """VmHWM of the worker (``-m cli worker``, in ``ntk serve``'s process group), the process that joins."""
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                    args = cmdline.read().split(b"\0")[:-1]
+                if os.getpgid(int(pid)) != self.proc.pid or args[-1:] != [b"worker"]:
+                    continue
+                with open(f"/proc/{pid}/status") as status:
                     return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM"))
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # a process that ended while we looked
         raise RuntimeError("no worker")
 
     def lines(self) -> list[str]:
