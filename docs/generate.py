@@ -75,7 +75,10 @@ def settings() -> str:
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
         default = field.default
-        shown = "unset" if default is None else ("empty" if default == "" else f"`{default}`")
+        if field.default_factory is not None:
+            shown = "from the machine"  # its description says how; the number differs per machine
+        else:
+            shown = "unset" if default is None else ("empty" if default == "" else f"`{default}`")
         rows.append(f"| `{Settings.env(name)}` | {shown} | {_one_line(field.description)} |")
     return "\n".join(rows) + "\n"
 
