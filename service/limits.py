@@ -61,7 +61,6 @@ def widest_layer(architecture: Architecture) -> int:
 def check_kernels(settings: Settings, body: KernelRequest, x1: dict, x2: dict | None, samples: int | None) -> None:
     """x1 and x2 are resolved references (service.inputs): their ``shape`` is known; the architecture
     is known to run on points of that shape (service.inputs.fits)."""
-    check_depth(settings, body.architecture)
     n1 = x1["shape"][0]
     n2 = n1 if x2 is None else x2["shape"][0]
     check_points(settings, [n1 + (0 if x2 is None else n2), *x1["shape"][1:]], "x1", "the points in x1 and x2")
@@ -80,7 +79,6 @@ def check_kernels(settings: Settings, body: KernelRequest, x1: dict, x2: dict | 
 
 
 def check_predict(settings: Settings, body: PredictRequest, x_train: dict, x_test: dict) -> None:
-    check_depth(settings, body.architecture)
     n_train, n_test = x_train["shape"][0], x_test["shape"][0]
     check_points(settings, [n_train + n_test, *x_train["shape"][1:]], "x_train", "the points in x_train and x_test")
     within(settings, "max_train_points", n_train, "x_train", "the number of training points")

@@ -22,6 +22,7 @@ ANSWERS = {200: {"model": KernelAnswer, "content": {jobs.NPZ: {}}}, 202: {"model
 
 @router.post("/kernels", responses=ANSWERS)
 async def kernels(body: KernelRequest, request: Request, settings: deps.SettingsDep, wait: float = WAIT):
+    limits.check_depth(settings, body.architecture)  # before any input is read: the cheapest check
     inputs = Inputs(request)
     x1 = await inputs.points(body.x1, "x1")
     x2 = None if body.x2 is None else await inputs.points(body.x2, "x2")

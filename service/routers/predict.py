@@ -17,6 +17,7 @@ ANSWERS = {200: {"model": PredictAnswer, "content": {jobs.NPZ: {}}}, 202: {"mode
 
 @router.post("/predict", responses=ANSWERS)
 async def predict(body: PredictRequest, request: Request, settings: deps.SettingsDep, wait: float = WAIT):
+    limits.check_depth(settings, body.architecture)  # before any input is read: the cheapest check
     inputs = Inputs(request)
     x_train = await inputs.points(body.x_train, "x_train")
     y_train = await inputs.targets(body.y_train, "y_train", x_train["shape"][0])
