@@ -77,6 +77,7 @@ def run(args) -> int:
     from service import logs
     from service.app import create_app
     from service.settings import Settings
+    from service.slow_clients import paced_protocol
 
     # uvicorn shuts down on SIGTERM and then re-raises it to the handler it found: make that handler
     # (and a SIGTERM before uvicorn runs) unwind the stack below, stopping the children, rather
@@ -98,5 +99,8 @@ def run(args) -> int:
         workers = Workers(args.workers, env)
         stack.callback(workers.stop)
         # uvicorn's own lines go through our handler (log_config=None); RequestContext writes the access lines
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None, access_log=False)
+        # A floor on how fast clients send requests (uvicorn has none: service.slow_clients)
+        http = paced_protocol(settings.client_timeout_s, settings.client_min_bytes_per_s)
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, http=http, log_config=None,
+                    access_log=False)
     return 0

@@ -62,6 +62,12 @@ class Settings(BaseSettings):
                                    "answers 503")
     redis_max_connections: int = Field(64, ge=1, description="Redis connections of one API process; a call "
                                        "beyond them waits for a free one (up to NTK_REDIS_TIMEOUT_S)")
+    client_timeout_s: float = Field(30.0, gt=0, description="how long a client may take to send a request's "
+                                    "headers, from its first byte (or from connecting); its body gets this long "
+                                    "plus its size at NTK_CLIENT_MIN_BYTES_PER_S. Slower clients are "
+                                    "disconnected (service.slow_clients)")
+    client_min_bytes_per_s: float = Field(65536.0, gt=0, description="the slowest pace at which a request body "
+                                          "is accepted, after the NTK_CLIENT_TIMEOUT_S grace")
     parse_concurrency: int = Field(0, ge=0, description="request bodies the API parses, hashes and packs at "
                                    "once, each in a thread (0: one per core); the others wait their turn, so "
                                    "that Redis replies and health probes are still served")
