@@ -61,7 +61,7 @@ class Serve:
         self.log = tempfile.NamedTemporaryFile(prefix="ntk-scaling-", suffix=".log", delete=False)
         env = {k: v for k, v in os.environ.items() if not k.startswith("NTK_")}
         env.update(PYTHONPATH=ROOT, NTK_LOG_FORMAT="json")
-        self.proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(self.port), "--workers", "1"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "ntk.cli", "serve", "--port", str(self.port), "--workers", "1"],
                                      cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         deadline = time.monotonic() + 180
@@ -76,7 +76,7 @@ class Serve:
         raise TimeoutError(f"ntk serve not ready:\n{self.lines()[-20:]}")
 
     def worker_peak_bytes(self) -> int:
-        """VmHWM of the worker (``-m cli worker``, in ``ntk serve``'s process group), the process that joins."""
+        """VmHWM of the worker (``-m ntk.cli worker``, in ``ntk serve``'s process group), the process that joins."""
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
@@ -118,7 +118,7 @@ def npz(**arrays) -> bytes:
 
 def direct_mean(spec: dict, x_train, y_train, x_test) -> np.ndarray:
     """The t = ∞ NTK mean by a plain Cholesky solve: Θ_td (Θ_dd + εI)⁻¹ Y, ε = diag_reg · mean diagonal."""
-    from workers.engine import kernel_fn
+    from ntk.engine import kernel_fn
 
     theta = kernel_fn(spec, torch.as_tensor(x_train), None, get=("ntk",))["ntk"]
     theta.diagonal().add_(DIAG_REG * float(theta.diagonal().mean()))

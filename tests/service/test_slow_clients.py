@@ -1,4 +1,4 @@
-"""A floor on how fast clients send requests (service.slow_clients), on a real uvicorn server.
+"""A floor on how fast clients send requests (ntk.api.slow_clients), on a real uvicorn server.
 
 The server runs in a thread with a 0.5 s grace and a 1000 bytes/s floor. Each test asserts what the
 client sees (an answer, or a connection closed without one), never how long it took.
@@ -13,7 +13,7 @@ import time
 import pytest
 import uvicorn
 
-from service.slow_clients import paced_protocol
+from ntk.api.slow_clients import paced_protocol
 
 GRACE_S, FLOOR = 0.5, 1000.0
 
