@@ -81,14 +81,29 @@ class Root:
     node: Node = field(default_factory=Node)
 
 
-def build_trie(architectures: Sequence[Architecture]) -> list[Root]:
-    """The architectures' layer lists as tries of equal-layer prefixes, one per input kind."""
+def layer_keys(arch: Architecture, made: dict[int, str] | None = None) -> list[str]:
+    """Each layer as JSON, defaults filled in: equal layers give equal keys. ``made``: the keys of
+    layer objects seen before, by id (``sweep_grid.expand`` makes equal layers one object)."""
+    made = {} if made is None else made
+    keys = []
+    for layer in arch.layers:
+        if id(layer) not in made:
+            made[id(layer)] = layer.model_dump_json()
+        keys.append(made[id(layer)])
+    return keys
+
+
+def build_trie(architectures: Sequence[Architecture], keys: Sequence[list[str]] | None = None) -> list[Root]:
+    """The architectures' layer lists as tries of equal-layer prefixes, one per input kind;
+    ``keys``: their ``layer_keys`` when already at hand."""
     roots: dict[tuple, Root] = {}
     for index, arch in enumerate(architectures):
         kind = (arch.parameterization, arch.needs_full_spatial(), arch.covariances_need_full_spatial())
         node = roots.setdefault(kind, Root(arch)).node
-        for layer in arch.layers:
-            node = node.children.setdefault(layer.model_dump_json(), Node(layer))
+        for layer, key in zip(arch.layers, layer_keys(arch) if keys is None else keys[index]):
+            if key not in node.children:
+                node.children[key] = Node(layer)
+            node = node.children[key]
         node.ends.append(index)
     for root in roots.values():
         _count(root.node)
@@ -162,19 +177,21 @@ def _kernels(architectures, x_train, x_val, get, dtype, device, block_size, max_
         check_inputs(arch, x_train, x_val)
     n, m = x_train.shape[0], 0 if x_val is None else x_val.shape[0]
     per_architecture = len(get) * (n * n + m * n) * torch.finfo(dtype).bits // 8
-    order = sorted(range(len(architectures)), key=lambda i: [layer.model_dump_json() for layer in
-                                                              architectures[i].layers])
+    made: dict[int, str] = {}
+    keys = [layer_keys(arch, made) for arch in architectures]
+    order = sorted(range(len(architectures)), key=keys.__getitem__)  # shared prefixes side by side
     group_size = max(1, max_bytes // per_architecture)
     for g in range(0, len(order), group_size):
         group = order[g:g + group_size]
-        yield from _group_kernels([architectures[i] for i in group], group, x_train, x_val, get, block_size, steps)
+        yield from _group_kernels([architectures[i] for i in group], [keys[i] for i in group], group, x_train,
+                                  x_val, get, block_size, steps)
 
 
-def _group_kernels(architectures, indices, x_train, x_val, get, block_size, steps):
+def _group_kernels(architectures, keys, indices, x_train, x_val, get, block_size, steps):
     n, point_shape = x_train.shape[0], tuple(x_train.shape[1:])
     results = {index: {"train_train": {}, "val_train": {}} for index in indices}
     failed: dict[int, NonFiniteKernel] = {}
-    for root in build_trie(architectures):
+    for root in build_trie(architectures, keys):
         size = block_size or default_block_size(root.sample, point_shape, x_train.dtype, x_train.device)
         blocks = [("train_train", x_train, None, tile) for tile in tiles(n, None, size)]
         if x_val is not None:
@@ -182,16 +199,19 @@ def _group_kernels(architectures, indices, x_train, x_val, get, block_size, step
         for which, x1, x2, (i0, i1, j0, j1) in blocks:
             symmetric = x2 is None
             other = None if symmetric and i0 == j0 else (x1 if symmetric else x2)[j0:j1]
+            whole = (i1 - i0, j1 - j0) == (x1.shape[0], n)
             for local, block in walk(root, x1[i0:i1], other, get, steps):
                 index = indices[local]
                 if isinstance(block, NonFiniteKernel):
                     failed.setdefault(index, block)
-                    continue
-                out = results[index][which]
-                if not out:
-                    rows = x1.shape[0]
-                    out.update({name: torch.empty((rows, n), dtype=x1.dtype, device=x1.device) for name in get})
-                place(out, (i0, i1, j0, j1), block, symmetric=symmetric)
+                elif whole:  # one block is the whole matrix, as in kernel_fn: no copy
+                    results[index][which] = block
+                else:
+                    out = results[index][which]
+                    if not out:
+                        out.update({name: torch.empty((x1.shape[0], n), dtype=x1.dtype, device=x1.device)
+                                    for name in get})
+                    place(out, (i0, i1, j0, j1), block, symmetric=symmetric)
     for index in indices:
         kernels = results.pop(index)
         yield index, failed.get(index) or {which: k for which, k in kernels.items() if k}

@@ -45,8 +45,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .spec import (ACTIVATIONS, LAYER_TYPES, MAX_LAYERS, AnyLayer, Architecture, SpecError, iter_layers,
-                   validation_errors)
+from .spec import (ACTIVATIONS, LAYER_TYPES, MAX_LAYERS, AnyLayer, Architecture, LayerAdapter, SpecError,
+                   iter_layers, validation_errors)
 
 # The most architectures one sweep may expand to (the service's NTK_MAX_SWEEP_ARCHITECTURES).
 MAX_ARCHITECTURES = 1024
@@ -108,11 +108,11 @@ def expand(base: Mapping | Architecture | Stack | None = None, grid: Mapping[str
     grid = dict(grid or {})
     _check_keys(base, grid)
     _check_size(_product_size(grid), max_architectures)
-    points = []
+    points, layers = [], {}
     for combination in itertools.product(*grid.values()):
         key = dict(zip(grid, combination))
         try:
-            points.append(SweepPoint(key, _build(base, key)))
+            points.append(SweepPoint(key, _build(base, key, layers)))
         except SpecError as error:
             message = error.errors[0]
             where = f"{message['path']}: " if message["path"] else ""
@@ -178,9 +178,10 @@ def _parts(base: Architecture | Stack) -> tuple[str, ...]:
     return PARTS if isinstance(base, Stack) else ("layers",)
 
 
-def _build(base: Architecture | Stack, values: dict) -> Architecture:
+def _build(base: Architecture | Stack, values: dict, layers_made: dict) -> Architecture:
     """The architecture ``base`` with the grid ``values`` applied: the activation first, so that
-    its parameters in the grid land on it."""
+    its parameters in the grid land on it. Equal layers are one object (``layers_made``, by their
+    parameters), within the architecture and across the sweep: the sweep's trie reads each once."""
     settings = sorted((key for key in values if key not in ("depth", "parameterization")),
                       key=lambda key: key != "activation")
     parts = {}
@@ -190,7 +191,7 @@ def _build(base: Architecture | Stack, values: dict) -> Architecture:
             scope, _, name = key.rpartition(".")
             if scope in ("", part):
                 layers = _set(layers, name, values[key])
-        parts[part] = layers
+        parts[part] = [_layer(layer, layers_made, (part, i)) for i, layer in enumerate(layers)]
     if isinstance(base, Stack):
         depth = values.get("depth", base.depth)
         if not isinstance(depth, int) or isinstance(depth, bool) or not 0 <= depth <= MAX_LAYERS:
@@ -199,6 +200,17 @@ def _build(base: Architecture | Stack, values: dict) -> Architecture:
     else:
         layers = parts["layers"]
     return _parse((), {"parameterization": values.get("parameterization", base.parameterization), "layers": layers})
+
+
+def _layer(parameters: dict, layers_made: dict, path: tuple):
+    """The layer of these parameters, made once."""
+    key = repr(parameters)
+    if key not in layers_made:
+        try:
+            layers_made[key] = LayerAdapter.validate_python(parameters)
+        except ValidationError as error:
+            raise _spec_error(path, error) from error
+    return layers_made[key]
 
 
 def _set(layers: list[dict], name: str, value) -> list[dict]:
