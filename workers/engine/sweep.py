@@ -47,7 +47,7 @@ from .combinators import serial
 from .interrupt import Progress, ShouldStop, Steps
 from .kernel import (NonFiniteKernel, as_points, block_input, block_output, check_inputs, default_block_size, place,
                      resolve_device, tiles)
-from .predict import NotPositiveDefinite, PredictError, factorize, predict
+from .predict import Factorization, NotPositiveDefinite, PredictError, factorize, predict
 from .spec import Architecture
 from .sweep_grid import SweepPoint
 
@@ -220,7 +220,7 @@ def _group_kernels(architectures, keys, indices, x_train, x_val, get, block_size
 # -- metrics ----------------------------------------------------------------------------------
 
 
-def log_marginal_likelihood(k_train: Tensor, y: Tensor, diag_reg: float) -> tuple[float, float, object]:
+def log_marginal_likelihood(k_train: Tensor, y: Tensor, diag_reg: float) -> tuple[float, float, Factorization]:
     """(log p(Y), σ̂², the Cholesky factorization of A = K + εI) for the model in the module
     docstring, ε = ``diag_reg`` × mean diagonal of K. Raises NotPositiveDefinite."""
     fact = factorize(k_train, "nngp", diag_reg=diag_reg, method="cholesky", dtype=k_train.dtype,
@@ -240,7 +240,9 @@ def fit_diag_reg(k_train: Tensor, y: Tensor, search: tuple[float, float] = FIT_R
     tr(YᵀA⁻¹Y) = Σ r_i / (s_i + ε) and log det A = Σ log(s_i + ε). The best of a grid of
     ``FIT_GRID_PER_DECADE`` points a decade is refined by golden-section search between its grid
     neighbours (log p is smooth in log ε, but not unimodal over the whole range in general), to
-    ``FIT_TOLERANCE`` decades. ε where some s_i + ε ≤ 0 (K's rounding negatives) is skipped.
+    ``FIT_TOLERANCE`` decades. ε where some s_i + ε ≤ 0 (K's rounding negatives) is skipped. An
+    answer at an end of the range says the likelihood still grows beyond it: at the low end, that
+    the targets are fitted as noiseless (a kernel of high rank, targets in its span).
     """
     eig = factorize(k_train, "nngp", diag_reg=0.0, method="eigh", dtype=k_train.dtype, device=k_train.device)
     s = eig.evals.cpu().numpy()
