@@ -1,6 +1,8 @@
 """The architectures of a hyperparameter sweep: a base network and a grid over its parameters.
 
-Torch-free (it imports only ``spec``), so the API can expand and validate a sweep before queueing it.
+It imports nothing but ``spec`` (pydantic, no torch), so the API can expand and validate a sweep
+before queueing it. (Importing it runs ``workers/engine/__init__``, which imports torch, as importing
+``spec`` does today; a torch-free API would need that ``__init__`` to import lazily.)
 
 The base
 --------
@@ -14,8 +16,8 @@ Either a plain architecture spec (every grid key but ``depth`` applies to it), o
 
 which is the architecture ``stem + block × depth + readout``. **Depth is the number of times the
 block is repeated**: for the usual block [Dense, activation] it is the number of hidden layers,
-so depth 1 is Dense–Relu–Dense (readout) — the convention of neural-tangents' examples and of
-``bench/harness.fc_spec``. Depth 0 is ``stem + readout`` (with an empty stem: a linear model).
+so depth 1 is Dense–Relu–Dense (readout), as in ``bench/harness.fc_spec``'s FC-depth. Depth 0 is
+``stem + readout`` (with an empty stem: a linear model).
 
 The grid
 --------
