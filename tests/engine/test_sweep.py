@@ -18,7 +18,7 @@ from workers.engine import kernel, kernel_fn
 from workers.engine.interrupt import Stopped
 from workers.engine.layers import LAYERS
 from workers.engine.spec import SpecError
-from workers.engine.sweep import sweep, sweep_kernels
+from workers.engine.sweep import layer_applications, sweep, sweep_kernels
 from workers.engine.sweep_grid import SweepTooLarge, expand
 
 FC = {"block": [{"type": "Dense", "out_dim": 64}, {"type": "Relu"}],
@@ -129,8 +129,10 @@ def test_a_depth_grid_applies_each_shared_layer_once(monkeypatch):
     monkeypatch.setattr(kernel, "input_kernel", _counted(calls, "input", kernel.input_kernel))
     x, y, _, _ = data()
     depth = 7
-    sweep(expand(FC, {"depth": list(range(1, depth + 1))}), x, y, diag_reg=1e-3)
+    points = expand(FC, {"depth": list(range(1, depth + 1))})
+    sweep(points, x, y, diag_reg=1e-3)
     assert calls == {"Dense": depth + depth, "Relu": depth, "input": 1}
+    assert layer_applications([p.architecture for p in points]) == 3 * depth
 
     calls.clear()  # three blocks of points (two diagonal, one off): each block walks the trie once
     list(sweep_kernels([p.architecture for p in expand(FC, {"depth": list(range(1, depth + 1))})], x,

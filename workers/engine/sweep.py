@@ -110,6 +110,12 @@ def build_trie(architectures: Sequence[Architecture], keys: Sequence[list[str]] 
     return list(roots.values())
 
 
+def layer_applications(architectures: Sequence[Architecture]) -> int:
+    """How many layers a sweep of these architectures applies per block of points (the trie's
+    nodes): its cost in layers, for a cost model, against ``Σ arch.depth()`` computed alone."""
+    return sum(root.node.size - 1 for root in build_trie(architectures))
+
+
 def _count(node: Node) -> int:
     node.size = 1 + sum(_count(child) for child in node.children.values())
     return node.size
