@@ -93,12 +93,16 @@ def layer_keys(arch: Architecture, made: dict[int, str] | None = None) -> list[s
     return keys
 
 
-def build_trie(architectures: Sequence[Architecture], keys: Sequence[list[str]] | None = None) -> list[Root]:
+def build_trie(architectures: Sequence[Architecture], keys: Sequence[list[str]] | None = None,
+               spatial: bool = True) -> list[Root]:
     """The architectures' layer lists as tries of equal-layer prefixes, one per input kind;
-    ``keys``: their ``layer_keys`` when already at hand."""
+    ``keys``: their ``layer_keys`` when already at hand. Without ``spatial`` axes in the inputs
+    the input state is the same for every architecture (what it tracks between positions is moot)."""
     roots: dict[tuple, Root] = {}
     for index, arch in enumerate(architectures):
-        kind = (arch.parameterization, arch.needs_full_spatial(), arch.covariances_need_full_spatial())
+        kind = (arch.parameterization,)
+        if spatial:
+            kind += (arch.needs_full_spatial(), arch.covariances_need_full_spatial())
         node = roots.setdefault(kind, Root(arch)).node
         for layer, key in zip(arch.layers, layer_keys(arch) if keys is None else keys[index]):
             if key not in node.children:
@@ -197,7 +201,7 @@ def _group_kernels(architectures, keys, indices, x_train, x_val, get, block_size
     n, point_shape = x_train.shape[0], tuple(x_train.shape[1:])
     results = {index: {"train_train": {}, "val_train": {}} for index in indices}
     failed: dict[int, NonFiniteKernel] = {}
-    for root in build_trie(architectures, keys):
+    for root in build_trie(architectures, keys, spatial=x_train.ndim > 2):
         size = block_size or default_block_size(root.sample, point_shape, x_train.dtype, x_train.device)
         blocks = [("train_train", x_train, None, tile) for tile in tiles(n, None, size)]
         if x_val is not None:
