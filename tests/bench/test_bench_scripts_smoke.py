@@ -1,5 +1,6 @@
 """Smoke tests of the experiment scripts bench/ensemble.py, bench/digits.py, bench/diabetes.py,
-bench/chunk_throughput.py and bench/predict_scaling.py.
+bench/chunk_throughput.py, bench/predict_scaling.py and bench/sweep.py, and of
+examples/sweep_digits.py.
 
 Each runs end to end at a toy size (our engine only: NT_PYTHON unset) and prints its table; the
 figures themselves are the scripts' business, not asserted here.
@@ -16,10 +17,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_script(name: str, *args: str) -> str:
+def run_script(name: str, *args: str, folder: str = "bench") -> str:
     env = {k: v for k, v in os.environ.items() if k != "NT_PYTHON"}
     env["NTK_DEVICE"] = env.get("NTK_DEVICE", "cpu")
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / name), *args], cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, str(ROOT / folder / name), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
@@ -68,3 +69,15 @@ def test_predict_scaling_script_times_its_phases_and_agrees_with_a_direct_solve(
     assert "factor" in out and (tmp_path / "scaling.png").exists()
     for record in json.loads(records.read_text())["records"]:
         assert record["max_rel_diff"] < 1e-8 and record["factorize"] >= 0
+
+
+def test_sweep_script_prints_both_ratios():
+    out = run_script("sweep.py", "--points", "20", "--max-depth", "4", "--reps", "1")
+    assert "x kernel_fn per architecture" in out and "x the deepest alone" in out
+
+
+def test_sweep_digits_example_writes_its_figure(tmp_path):
+    figure = tmp_path / "sweep.png"
+    out = run_script("sweep_digits.py", "--train", "100", "--val", "50", "--depths", "2", "--out", str(figure),
+                     folder="examples")
+    assert "best marginal likelihood: depth" in out and figure.stat().st_size > 10_000
