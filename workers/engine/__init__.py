@@ -6,11 +6,12 @@ A plain library (no Redis, no HTTP): ``kernel_fn(spec, x1, x2)`` returns the Gra
 
 from .allocator import keep_freed_memory
 from .kernel import KERNELS, NonFiniteKernel, assemble, kernel_fn, kernel_tile, resolve_device, tiles
+from .interrupt import Stopped
 from .spec import Architecture, SpecError, validation_errors
 
 keep_freed_memory()
 
 __all__ = [
-    "KERNELS", "Architecture", "NonFiniteKernel", "SpecError", "assemble", "kernel_fn", "kernel_tile",
+    "KERNELS", "Architecture", "NonFiniteKernel", "SpecError", "Stopped", "assemble", "kernel_fn", "kernel_tile",
     "resolve_device", "tiles", "validation_errors",
 ]
