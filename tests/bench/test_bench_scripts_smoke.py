@@ -1,5 +1,5 @@
 """Smoke tests of the experiment scripts bench/ensemble.py, bench/digits.py, bench/diabetes.py,
-bench/chunk_throughput.py and bench/predict_scaling.py.
+bench/chunk_throughput.py, bench/predict_scaling.py and bench/cost_accuracy.py.
 
 Each runs end to end at a toy size (our engine only: NT_PYTHON unset) and prints its table; the
 figures themselves are the scripts' business, not asserted here.
@@ -68,3 +68,13 @@ def test_predict_scaling_script_times_its_phases_and_agrees_with_a_direct_solve(
     assert "factor" in out and (tmp_path / "scaling.png").exists()
     for record in json.loads(records.read_text())["records"]:
         assert record["max_rel_diff"] < 1e-8 and record["factorize"] >= 0
+
+
+def test_cost_accuracy_script_prints_estimate_and_actual_per_architecture():
+    out = run_script("cost_accuracy.py", "--scale", "0.02", "--only", "FC", "--threads", "1")
+    assert "ns/unit" in out and "ratio" in out
+    rows = [line for line in out.splitlines() if line.startswith(("FC-", "FC "))]
+    assert len(rows) == 6
+    for row in rows:
+        scale, estimate, actual, ratio = (float(v) for v in row.split()[-4:])
+        assert scale > 0 and estimate > 0 and actual > 0 and ratio > 0

@@ -42,6 +42,11 @@ CLOSED_FORM = {"Erf": 30.0, "Gelu": 38.0, "Sin": 25.0, "Sign": 26.0}
 QUADRATURE_NODE = 26.0   # Elementwise: per entry and per node pair, with the NTK's φ' term
 QUADRATURE_NODE_NNGP = 15.0
 MATMUL_FLOP = 0.05       # a multiply-add pair inside BLAS, in units
+SMALL_MATMUL_FLOP = 0.1   # the same in convolutions and batched products of a few channels
+# On a CPU, a block whose kernel tensors outgrow the cache (one pair of large images) streams from
+# memory: ×1.5; past glibc's mmap threshold (32 MiB, see ``allocator``) every temporary is also
+# page-faulted in anew: ×3 (bench/cost_accuracy.py, 32×32 and 64×64 images).
+OUT_OF_CACHE, OUT_OF_HEAP, HEAP_BYTES = 1.5, 3.0, 32 << 20
 DRAW = 4.0               # one standard normal drawn for a Monte Carlo network
 # Units per block per layer, whatever its size: ~25–60 µs of Python and dispatch on the EPYC.
 OP_OVERHEAD = 6_000.0    # one tensor operation
@@ -138,8 +143,12 @@ class _Shape:
 
 def dense(layer: S.Dense, s: _Shape) -> Work:
     """K' = w² K + b², Θ' = K' + w² Θ: one pass (two with a bias) over each kernel entry."""
-    work = s.streamed(PASS * (1 + (layer.b_std is not None)), kernels=1, ops=4) + s.streamed(PASS * s.ntk, 1, 1)
-    s.ntk_zero, s.channels = False, layer.out_dim
+    return _affine(s, layer.b_std is not None, layer.out_dim)
+
+
+def _affine(s: _Shape, bias: bool, width: int) -> Work:
+    work = s.streamed(PASS * (1 + bias), kernels=1, ops=4) + s.streamed(PASS * s.ntk, kernels=1, ops=1)
+    s.ntk_zero, s.channels = False, width
     return work
 
 
@@ -151,7 +160,7 @@ def conv(layer: S.Conv, s: _Shape) -> Work:
     before = s.kernels
     s.spatial = S._window_output(s.spatial, layer.filter_shape, strides, layer.padding, (), "filter_shape")
     work = s.streamed(TAP_PASS * taps, kernels=before, ops=4 * taps)
-    return work + dense(S.Dense(type="Dense", out_dim=layer.out_chan, b_std=layer.b_std), s)
+    return work + _affine(s, layer.b_std is not None, layer.out_chan)
 
 
 def rectifier(layer, s: _Shape) -> Work:
@@ -381,11 +390,20 @@ def kernel_cost(arch: S.Architecture, point_shape: tuple[int, ...], n1: int, n2:
     blocks, tiles = tile_grid(n1, n2, tile, side)
     t1, t2 = min(n1, tile), min(n1 if n2 is None else n2, tile)
     b1, b2 = min(t1, side), min(t2, side)
+    if not on_gpu:
+        work = _streamed_from_memory(work, b1 * b2 * work.peak_per_pair / LIVE_COPIES)
     one_tile = grid(t1, t2, side)
     peak = len(get) * t1 * t2 * dtype_bytes + b1 * b2 * work.peak_per_pair
     return Cost(work.on(blocks.pairs, blocks.points, blocks.count), int(peak), tiles, blocks.count,
                 work.on(one_tile.pairs, one_tile.points, one_tile.count), {"kernels": work.on(
                     blocks.pairs, blocks.points, blocks.count)})
+
+
+def _streamed_from_memory(work: Work, tensor_bytes: float) -> Work:
+    """``work`` on a CPU whose blocks hold kernel tensors of ``tensor_bytes``: slower per pair
+    once they leave the cache (OUT_OF_CACHE) and the reused heap (OUT_OF_HEAP)."""
+    factor = OUT_OF_HEAP if tensor_bytes > HEAP_BYTES else OUT_OF_CACHE if tensor_bytes > CACHE_BYTES else 1.0
+    return Work(work.per_pair * factor, work.per_point, work.fixed, work.peak_per_pair)
 
 
 def tile_side(arch: S.Architecture, point_shape: tuple[int, ...], seconds_per_unit: float, target_s: float,
@@ -455,7 +473,9 @@ def monte_carlo_cost(arch: S.Architecture, point_shape: tuple[int, ...], n1: int
     m = n1 if n2 is None else n2
     pairs = n1 * m if n2 is not None else n1 * (n1 + 1) // 2 * 2
     forward = sum(2 * c * t * o * p_out for c, t, o, _, p_out in layers)
-    per_point = forward * (1 + (2 * k if ntk else 0)) * MATMUL_FLOP + 20 * PASS * sum(o * p for _, _, o, _, p in layers)
+    spatial = any(p_out > 1 for *_, p_out in layers)
+    flop = SMALL_MATMUL_FLOP if spatial else MATMUL_FLOP
+    per_point = forward * (1 + (2 * k if ntk else 0)) * flop + 20 * PASS * sum(o * p for _, _, o, _, p in layers)
     contract = 2 * k * pairs
     if ntk:
         for c, t, o, p_in, p_out in layers:
@@ -464,7 +484,7 @@ def monte_carlo_cost(arch: S.Architecture, point_shape: tuple[int, ...], n1: int
             else:
                 gram = pairs * (p_out * p_out * (k * o + t) + p_in * p_in * c)
                 grads = points * k * o * c * t * p_out + pairs * k * o * c * t
-                contract += 2 * min(gram, grads)
+                contract += 2 * min(gram, grads) * SMALL_MATMUL_FLOP / MATMUL_FLOP
     draws = arch.parameters(point_shape) * DRAW
     per_sample = draws + per_point * points + contract * MATMUL_FLOP + 40 * OP_OVERHEAD * len(layers)
     features = sum(c * p_in + k * o * p_out for c, _, o, p_in, p_out in layers) if ntk else sum(
