@@ -10,7 +10,7 @@ import pytest
 
 from workers.engine import cost, tiles
 from workers.engine.cost import (Grid, block_work, estimate_seconds, grid, kernel_cost, monte_carlo_cost,
-                                 prediction_cost, tile_grid, tile_side)
+                                 prediction_cost, prediction_job_cost, tile_grid, tile_side)
 from workers.engine.kernel import default_block_size
 from workers.engine.spec import Architecture
 
@@ -148,3 +148,12 @@ def test_monte_carlo_work_grows_with_samples_and_width():
 def test_the_prediction_solve_is_cubic_in_the_training_set():
     assert prediction_cost(8000, 10).units / prediction_cost(4000, 10).units == pytest.approx(8, rel=0.01)
     assert prediction_cost(4000, 10, method="eigh").units > 10 * prediction_cost(4000, 10).units
+
+
+def test_a_prediction_job_is_its_three_kernel_blocks_and_the_solve():
+    job = prediction_job_cost(FC, (32,), 3000, 500, outputs=10, compute_cov=True)
+    parts = (kernel_cost(FC, (32,), 3000), kernel_cost(FC, (32,), 500, 3000), kernel_cost(FC, (32,), 500),
+             prediction_cost(3000, 500, 10, True))
+    assert job.units == pytest.approx(sum(p.units for p in parts))
+    assert job.tiles == sum(p.tiles for p in parts)
+    assert job.parts == pytest.approx({"kernels": sum(p.units for p in parts[:3]), "solve": parts[3].units})

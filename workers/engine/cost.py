@@ -80,7 +80,8 @@ class Cost:
     ``peak_bytes_per_tile``: the most memory one tile needs at once (its result and one block's
     working set); ``tiles``: how many tiles the service computes; ``blocks``: memory-bounded
     blocks inside them, summed (the cooperative stop is checked between their layers);
-    ``units_per_tile``: the largest tile's work, which bounds a tile's duration.
+    ``units_per_tile``: the largest tile's work, which bounds a tile's duration; ``parts``: units
+    by kind of work ("kernels", "monte_carlo", "solve"), summed when costs are added.
     """
 
     units: float
@@ -93,7 +94,8 @@ class Cost:
     def __add__(self, other: Cost) -> Cost:
         return Cost(self.units + other.units, max(self.peak_bytes_per_tile, other.peak_bytes_per_tile),
                     self.tiles + other.tiles, self.blocks + other.blocks,
-                    max(self.units_per_tile, other.units_per_tile), {**self.parts, **other.parts})
+                    max(self.units_per_tile, other.units_per_tile),
+                    {name: self.parts.get(name, 0.0) + other.parts.get(name, 0.0) for name in {*self.parts, *other.parts}})
 
 
 def estimate_seconds(cost: Cost, seconds_per_unit: float) -> float:
@@ -382,21 +384,25 @@ def kernel_cost(arch: S.Architecture, point_shape: tuple[int, ...], n1: int, n2:
 
     units = Σ over blocks of ``block_work`` (per pair·b1·b2 + per point·(b1 + b2) + fixed);
     peak per tile = the tile's result (``get`` kernels of tile² numbers) + one block's working
-    set (LIVE_COPIES tensors of its widest layer) + its covariances.
+    set (LIVE_COPIES tensors of its widest layer).
     """
     point_shape = tuple(point_shape)
-    work = block_work(arch, point_shape, get, dtype_bytes)
-    side = block_side(arch, point_shape, dtype_bytes, on_gpu)
+    work, side = block_work(arch, point_shape, get, dtype_bytes), block_side(arch, point_shape, dtype_bytes, on_gpu)
+    return _tiled(work, side, n1, n2, tile, len(get) * dtype_bytes, on_gpu)
+
+
+def _tiled(work: Work, side: int, n1: int, n2: int | None, tile: int, result_bytes: int, on_gpu: bool) -> Cost:
+    """``kernel_cost`` given the work of a block and the block side; ``result_bytes`` per entry."""
     blocks, tiles = tile_grid(n1, n2, tile, side)
     t1, t2 = min(n1, tile), min(n1 if n2 is None else n2, tile)
     b1, b2 = min(t1, side), min(t2, side)
     if not on_gpu:
         work = _streamed_from_memory(work, b1 * b2 * work.peak_per_pair / LIVE_COPIES)
     one_tile = grid(t1, t2, side)
-    peak = len(get) * t1 * t2 * dtype_bytes + b1 * b2 * work.peak_per_pair
-    return Cost(work.on(blocks.pairs, blocks.points, blocks.count), int(peak), tiles, blocks.count,
-                work.on(one_tile.pairs, one_tile.points, one_tile.count), {"kernels": work.on(
-                    blocks.pairs, blocks.points, blocks.count)})
+    units = work.on(blocks.pairs, blocks.points, blocks.count)
+    peak = result_bytes * t1 * t2 + b1 * b2 * work.peak_per_pair
+    return Cost(units, int(peak), tiles, blocks.count, work.on(one_tile.pairs, one_tile.points, one_tile.count),
+                {"kernels": units})
 
 
 def _streamed_from_memory(work: Work, tensor_bytes: float) -> Work:
@@ -411,8 +417,11 @@ def tile_side(arch: S.Architecture, point_shape: tuple[int, ...], seconds_per_un
               on_gpu: bool = False, memory_bytes: int | None = None) -> int:
     """The largest tile side (≤ ``max_side``) whose full off-diagonal tile takes at most ``target_s``
     seconds (and, given ``memory_bytes``, fits in it); at least 1, whatever one pair costs."""
+    point_shape = tuple(point_shape)
+    work, block = block_work(arch, point_shape, get, dtype_bytes), block_side(arch, point_shape, dtype_bytes, on_gpu)
+
     def fits(side: int) -> bool:
-        cost = kernel_cost(arch, point_shape, side, side, get, dtype_bytes, side, on_gpu)
+        cost = _tiled(work, block, side, side, side, len(get) * dtype_bytes, on_gpu)
         return (cost.units * seconds_per_unit <= target_s
                 and (memory_bytes is None or cost.peak_bytes_per_tile <= memory_bytes))
 
@@ -508,3 +517,15 @@ def prediction_cost(n_train: int, n_test: int, outputs: int = 1, compute_cov: bo
     units = MATMUL_FLOP * 2 * (factor + times * (mean + cov))
     peak = 8 * (2 * n * n + m * n + (m * m if compute_cov else 0))
     return Cost(units, int(peak), 1, 1, units, {"solve": units})
+
+
+def prediction_job_cost(arch: S.Architecture, point_shape: tuple[int, ...], n_train: int, n_test: int,
+                        outputs: int = 1, compute_cov: bool = False, method: str = "cholesky", times: int = 1,
+                        dtype_bytes: int = 8, tile: int = 2048, on_gpu: bool = False) -> Cost:
+    """A whole prediction job: the kernel blocks it needs (train-train, symmetric; test-train;
+    test-test with ``compute_cov``, symmetric) and the solve (``prediction_cost``)."""
+    cost = (kernel_cost(arch, point_shape, n_train, None, dtype_bytes=dtype_bytes, tile=tile, on_gpu=on_gpu)
+            + kernel_cost(arch, point_shape, n_test, n_train, dtype_bytes=dtype_bytes, tile=tile, on_gpu=on_gpu))
+    if compute_cov:
+        cost = cost + kernel_cost(arch, point_shape, n_test, None, dtype_bytes=dtype_bytes, tile=tile, on_gpu=on_gpu)
+    return cost + prediction_cost(n_train, n_test, outputs, compute_cov, method, times)
