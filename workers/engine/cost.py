@@ -48,24 +48,28 @@ SMALL_MATMUL_FLOP = 0.1   # the same in convolutions and batched products of a f
 # page-faulted in anew: ×3 (bench/cost_accuracy.py, 32×32 and 64×64 images).
 OUT_OF_CACHE, OUT_OF_HEAP, HEAP_BYTES = 1.5, 3.0, 32 << 20
 DRAW = 4.0               # one standard normal drawn for a Monte Carlo network
-# Units per block per layer, whatever its size: ~25–60 µs of Python and dispatch on the EPYC.
-OP_OVERHEAD = 6_000.0    # one tensor operation
+# Units of one tensor operation whatever its size (Python and dispatch; a layer makes 4–40 per
+# block, 25–250 µs on the EPYC): what dominates blocks of a few points.
+OP_OVERHEAD = 6_000.0
 QUADRATURE_CHUNK_ELEMENTS = 1 << 22  # as layers.elementwise: entries × inner nodes per temporary
 FEATURE_ELEMENTS = 1 << 26           # as monte_carlo: features of one batch of points
 
 
 @dataclass(frozen=True)
 class Work:
-    """The work of one layer on one block: ``per_pair``·b1·b2 + ``per_point``·(b1 + b2) + ``fixed``."""
+    """The work of a layer (or a stack) on one block of b1 × b2 points: ``per_pair``·b1·b2 +
+    ``per_point``·(b1 + b2) + ``fixed`` units; it holds at most ``peak_per_pair``·b1·b2 +
+    ``peak_fixed`` bytes at once. Adding two runs them one after the other."""
 
     per_pair: float = 0.0
     per_point: float = 0.0
     fixed: float = 0.0
-    peak_per_pair: float = 0.0  # bytes per pair of points held at once (the widest kernel tensor)
+    peak_per_pair: float = 0.0  # LIVE_COPIES tensors of the widest kernel
+    peak_fixed: float = 0.0     # temporaries of a bounded size (quadrature chunks)
 
     def __add__(self, other: Work) -> Work:
         return Work(self.per_pair + other.per_pair, self.per_point + other.per_point, self.fixed + other.fixed,
-                    max(self.peak_per_pair, other.peak_per_pair))
+                    max(self.peak_per_pair, other.peak_per_pair), max(self.peak_fixed, other.peak_fixed))
 
     def on(self, pairs: float, points: float, count: float) -> float:
         """Units on ``count`` blocks holding ``pairs`` pairs and ``points`` points in all."""
@@ -191,8 +195,9 @@ def quadrature(layer: S.Elementwise, s: _Shape) -> Work:
     chunk_entries = QUADRATURE_CHUNK_ELEMENTS / max(1, -(-layer.degree // 2))
     per_entry = node * degree2 + 6 * PASS + chunk_overhead / chunk_entries
     per_point = (QUADRATURE_NODE_NNGP * degree2 if s.cov_full else 4 * layer.degree) * s.point_entries
+    # A chunk holds a handful of (entries × inner nodes) temporaries: nodes, weights, φ, φ', products.
     return Work(per_entry * s.pair_entries, per_point, chunk_overhead,
-                LIVE_COPIES * s.pair_entries * s.dtype_bytes)
+                LIVE_COPIES * s.pair_entries * s.dtype_bytes, 6 * QUADRATURE_CHUNK_ELEMENTS * s.dtype_bytes)
 
 
 def layer_norm(layer: S.LayerNorm, s: _Shape) -> Work:
@@ -384,7 +389,7 @@ def kernel_cost(arch: S.Architecture, point_shape: tuple[int, ...], n1: int, n2:
 
     units = Σ over blocks of ``block_work`` (per pair·b1·b2 + per point·(b1 + b2) + fixed);
     peak per tile = the tile's result (``get`` kernels of tile² numbers) + one block's working
-    set (LIVE_COPIES tensors of its widest layer).
+    set (LIVE_COPIES tensors of its widest layer, and bounded temporaries such as quadrature chunks).
     """
     point_shape = tuple(point_shape)
     work, side = block_work(arch, point_shape, get, dtype_bytes), block_side(arch, point_shape, dtype_bytes, on_gpu)
@@ -400,7 +405,7 @@ def _tiled(work: Work, side: int, n1: int, n2: int | None, tile: int, result_byt
         work = _streamed_from_memory(work, b1 * b2 * work.peak_per_pair / LIVE_COPIES)
     one_tile = grid(t1, t2, side)
     units = work.on(blocks.pairs, blocks.points, blocks.count)
-    peak = result_bytes * t1 * t2 + b1 * b2 * work.peak_per_pair
+    peak = result_bytes * t1 * t2 + b1 * b2 * work.peak_per_pair + work.peak_fixed
     return Cost(units, int(peak), tiles, blocks.count, work.on(one_tile.pairs, one_tile.points, one_tile.count),
                 {"kernels": units})
 
@@ -409,7 +414,7 @@ def _streamed_from_memory(work: Work, tensor_bytes: float) -> Work:
     """``work`` on a CPU whose blocks hold kernel tensors of ``tensor_bytes``: slower per pair
     once they leave the cache (OUT_OF_CACHE) and the reused heap (OUT_OF_HEAP)."""
     factor = OUT_OF_HEAP if tensor_bytes > HEAP_BYTES else OUT_OF_CACHE if tensor_bytes > CACHE_BYTES else 1.0
-    return Work(work.per_pair * factor, work.per_point, work.fixed, work.peak_per_pair)
+    return Work(work.per_pair * factor, work.per_point, work.fixed, work.peak_per_pair, work.peak_fixed)
 
 
 def tile_side(arch: S.Architecture, point_shape: tuple[int, ...], seconds_per_unit: float, target_s: float,
