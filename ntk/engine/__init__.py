@@ -8,9 +8,11 @@ from .allocator import keep_freed_memory
 from .kernel import KERNELS, NonFiniteKernel, assemble, kernel_fn, kernel_tile, resolve_device, tiles
 from ntk.spec.architecture import Architecture, SpecError, validation_errors
 
+from .interrupt import Stopped
+
 keep_freed_memory()
 
 __all__ = [
-    "KERNELS", "Architecture", "NonFiniteKernel", "SpecError", "assemble", "kernel_fn", "kernel_tile",
+    "KERNELS", "Architecture", "NonFiniteKernel", "SpecError", "Stopped", "assemble", "kernel_fn", "kernel_tile",
     "resolve_device", "tiles", "validation_errors",
 ]

@@ -3,28 +3,38 @@
 from __future__ import annotations
 
 from ntk.spec import architecture as spec
+
+from .interrupt import Steps
 from .layers import LAYERS
 from .state import KernelState
 
 
-def serial(layers, k: KernelState, parameterization: str) -> KernelState:
-    """Layers in sequence: each maps the kernel state of its input to that of its output."""
+def serial(layers, k: KernelState, parameterization: str, steps: Steps | None = None) -> KernelState:
+    """Layers in sequence: each maps the kernel state of its input to that of its output.
+
+    Each layer (a Residual block and each layer inside it too) is one of ``steps``: checked for a
+    stop before it runs, counted after.
+    """
     for layer in layers:
+        if steps is not None:
+            steps.check()
         if isinstance(layer, spec.Residual):
-            k = residual(layer, k, parameterization)
+            k = residual(layer, k, parameterization, steps)
         else:
             k = LAYERS[layer.type](layer, k, parameterization)
+        if steps is not None:
+            steps.advance()
     return k
 
 
-def residual(layer: spec.Residual, k: KernelState, parameterization: str) -> KernelState:
+def residual(layer: spec.Residual, k: KernelState, parameterization: str, steps: Steps | None = None) -> KernelState:
     """y = branch(x) + shortcut(x), the shortcut the identity unless given.
 
     The two paths have independent weights, so their outputs are uncorrelated and every kernel
     of the sum is the sum of the paths' kernels. The sum is Gaussian only if both paths are.
     """
-    a = serial(layer.layers, k, parameterization)
-    b = serial(layer.shortcut or [], k, parameterization)
+    a = serial(layer.layers, k, parameterization, steps)
+    b = serial(layer.shortcut or [], k, parameterization, steps)
     return a.replace(
         nngp=a.nngp + b.nngp,
         ntk=None if a.ntk is None else a.ntk + b.ntk,

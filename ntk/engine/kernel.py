@@ -12,6 +12,9 @@ from torch import Tensor
 
 from .combinators import serial
 from ntk.spec.architecture import Architecture, SpecError
+from ntk.spec.cost import balanced, block_side
+
+from .interrupt import Progress, ShouldStop, Steps
 from .state import KernelState, input_kernel
 
 KERNELS = ("nngp", "ntk")
@@ -50,6 +53,9 @@ def kernel_fn(
     dtype: torch.dtype = torch.float64,
     device: str | torch.device | None = None,
     block_size: int | None = None,
+    *,
+    should_stop: ShouldStop | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Tensor]:
     """K(x1, x2) and/or Θ(x1, x2) of the infinitely wide network ``spec``, each (N1, N2).
 
@@ -58,6 +64,10 @@ def kernel_fn(
     computed in blocks of at most ``block_size`` points a side (default: sized for the cache on a
     CPU, for the memory budget on a GPU; see ``default_block_size``) and written into the result
     as they come, so memory stays bounded whatever N is.
+
+    Each layer of each block is one step (``interrupt``): ``should_stop()`` is asked before it, and
+    ``Stopped`` raised when it answers True; ``progress(done, total)`` is told after it, total
+    being blocks × ``arch.depth()``.
     """
     arch = Architecture.parse(spec)
     get = tuple(get)
@@ -72,18 +82,20 @@ def kernel_fn(
     size = block_size or default_block_size(arch, tuple(x1.shape[1:]), dtype, device)
     n1, n2 = x1.shape[0], None if x2 is None else x2.shape[0]
     if n1 <= size and (n2 is None or n2 <= size):
-        return _block(arch, x1, x2, get)
+        return _block(arch, x1, x2, get, Steps(arch.depth(), should_stop, progress))
+    blocks = list(tiles(n1, n2, size))
+    steps = Steps(len(blocks) * arch.depth(), should_stop, progress)
     other = x1 if x2 is None else x2
     out = {name: torch.empty((n1, n1 if n2 is None else n2), dtype=dtype, device=device) for name in get}
-    for i0, i1, j0, j1 in tiles(n1, n2, size):
-        block = _block(arch, x1[i0:i1], None if n2 is None and i0 == j0 else other[j0:j1], get)
+    for i0, i1, j0, j1 in blocks:
+        block = _block(arch, x1[i0:i1], None if n2 is None and i0 == j0 else other[j0:j1], get, steps)
         place(out, (i0, i1, j0, j1), block, symmetric=n2 is None)
     return out
 
 
-def _block(arch: Architecture, x1: Tensor, x2: Tensor | None, get: tuple[str, ...]) -> dict[str, Tensor]:
-    """Run the layer stack on one block of point pairs."""
-    k = serial(arch.layers, block_input(arch, x1, x2, get), arch.parameterization)
+def _block(arch: Architecture, x1: Tensor, x2: Tensor | None, get: tuple[str, ...], steps: Steps) -> dict[str, Tensor]:
+    """Run the layer stack on one block of point pairs, one step per layer."""
+    k = serial(arch.layers, block_input(arch, x1, x2, get), arch.parameterization, steps)
     return block_output(k, get, symmetric=x2 is None)
 
 
@@ -111,35 +123,11 @@ def block_output(k: KernelState, get: tuple[str, ...], symmetric: bool) -> dict[
     return out
 
 
-BLOCK_BYTES = int(os.environ.get("NTK_BLOCK_BYTES", 1 << 30))
-CACHE_BYTES = int(os.environ.get("NTK_CACHE_BYTES", 2 << 20))
-MAX_BLOCK = 1024
-LIVE_COPIES = 10  # kernels and temporaries alive at once inside a layer, per pair entry
-
-
 def default_block_size(arch: Architecture, point_shape: tuple[int, ...], dtype: torch.dtype,
                        device: torch.device | None = None) -> int:
-    """Points per block side: what keeps a layer's working set in cache (CPU) or memory (GPU).
-
-    A pair of points carries one number per kernel for dense networks, one per position when
-    only same-position covariances are tracked, and one per pair of positions when pooling needs
-    them all: 32×32 images make that a million. Every layer streams each kernel tensor of the
-    block several times (tap sums, then the nonlinearity's dozen elementwise passes), so on a CPU
-    the block is sized for one kernel tensor to take ``NTK_CACHE_BYTES`` (2 MiB, near the two
-    cores' L2 caches: the fastest of 1–32 MiB for the CNNs of bench/harness.py, within 10% for
-    FC-5; from 32 MiB on, temporaries leave the reused heap, see ``allocator``, and run 5× slower).
-    A GPU gains from large kernels instead, so there the whole working set (about
-    ``LIVE_COPIES`` tensors) fills ``NTK_BLOCK_BYTES``. Blocks are capped at MAX_BLOCK so that
-    symmetric matrices save work by computing only upper blocks.
-    """
-    positions = 1
-    for n in point_shape[:-1]:
-        positions *= n
-    per_pair = positions**2 if arch.needs_full_spatial() else positions
-    bytes_per_pair = per_pair * torch.finfo(dtype).bits // 8
+    """Points per block side (``cost.block_side``: sized for the cache on a CPU, memory on a GPU)."""
     on_gpu = device is not None and torch.device(device).type != "cpu"
-    budget = BLOCK_BYTES / LIVE_COPIES if on_gpu else min(CACHE_BYTES, BLOCK_BYTES / LIVE_COPIES)
-    return max(1, min(MAX_BLOCK, int((budget / bytes_per_pair) ** 0.5)))
+    return block_side(arch, point_shape, torch.finfo(dtype).bits // 8, on_gpu)
 
 
 def check_inputs(arch: Architecture, x1: Tensor, x2: Tensor | None) -> None:
@@ -168,29 +156,25 @@ def tiles(n1: int, n2: int | None, size: int) -> Iterator[Tile]:
     """
     symmetric = n2 is None
     n2 = n1 if symmetric else n2
-    rows, cols = _balanced(n1, size), _balanced(n2, size)
+    rows, cols = balanced(n1, size), balanced(n2, size)
     for r, (i0, i1) in enumerate(rows):
         for j0, j1 in rows[r:] if symmetric else cols:
             yield i0, i1, j0, j1
 
 
-def _balanced(n: int, size: int) -> list[tuple[int, int]]:
-    count = -(-n // size)
-    bounds = [n * b // count for b in range(count + 1)]
-    return list(zip(bounds[:-1], bounds[1:]))
-
-
-def kernel_tile(spec, x1, x2, tile: Tile, get=KERNELS, dtype=torch.float64, device=None) -> dict[str, Tensor]:
+def kernel_tile(spec, x1, x2, tile: Tile, get=KERNELS, dtype=torch.float64, device=None, *,
+                should_stop: ShouldStop | None = None, progress: Progress | None = None) -> dict[str, Tensor]:
     """One block K(x1[i0:i1], x2[j0:j1]) (x2 None: x1 against itself), computable on its own.
 
     A diagonal block of a symmetric matrix is computed as a symmetric kernel, so the assembled
-    matrix is exactly symmetric.
+    matrix is exactly symmetric. ``should_stop`` and ``progress`` as for ``kernel_fn``.
     """
     i0, i1, j0, j1 = tile
     if x2 is None and (i0, i1) == (j0, j1):
-        return kernel_fn(spec, x1[i0:i1], None, get, dtype, device)
+        return kernel_fn(spec, x1[i0:i1], None, get, dtype, device, should_stop=should_stop, progress=progress)
     other = x1 if x2 is None else x2
-    return kernel_fn(spec, x1[i0:i1], other[j0:j1], get, dtype, device)
+    return kernel_fn(spec, x1[i0:i1], other[j0:j1], get, dtype, device, should_stop=should_stop,
+                     progress=progress)
 
 
 def assemble(blocks: dict[Tile, dict[str, Tensor]], n1: int, n2: int | None, get=KERNELS) -> dict[str, Tensor]:

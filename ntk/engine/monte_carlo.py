@@ -48,6 +48,8 @@ import torch
 from torch import Tensor
 
 from .kernel import KERNELS, NonFiniteKernel, as_points, check_inputs, overflow_advice, resolve_device
+from ntk.spec.cost import FEATURE_ELEMENTS  # budget (elements) for the features of one batch of points
+from .interrupt import ShouldStop, Steps, Stopped
 from .networks import Affine, Network, build_network
 from ntk.spec.architecture import Architecture, SpecError
 
@@ -55,8 +57,6 @@ DEFAULT_SAMPLES = 100
 MAX_SAMPLES = 100_000
 # Largest intermediate (elements) a contraction builds at once; larger ones are split.
 CHUNK_ELEMENTS = 1 << 25
-# Budget (elements) for the per-point features of one block of points; sets the default batch.
-FEATURE_ELEMENTS = 1 << 26
 # Tests set this to "gram" or "grads" to exercise one evaluation of spatial weight sharing.
 _FORCE_ROUTE: str | None = None
 
@@ -82,6 +82,8 @@ def monte_carlo_kernel_fn(
     device: str | torch.device | None = None,
     batch_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    should_stop: ShouldStop | None = None,
 ) -> dict[str, Tensor]:
     """Mean over ``samples`` finite networks of the empirical NNGP and/or NTK, with standard errors.
 
@@ -92,7 +94,8 @@ def monte_carlo_kernel_fn(
     x2 = None means x2 = x1 (the result is then exactly symmetric). ``batch_size`` splits x1 and x2
     into blocks of that many points, bounding memory as neural-tangents' ``batch_size`` does; it
     does not change the result beyond rounding. ``progress(done, samples)`` is called after each
-    network, from which a caller can report progress or raise to cancel. Raises ``SpecError``
+    network, from which a caller can report progress. ``should_stop()`` is asked before each network
+    and between blocks of points (``interrupt``); when it answers True, ``Stopped`` is raised. Raises ``SpecError``
     (naming the offending field) for invalid arguments, ``NonFiniteKernel`` if a network's output
     or gradient overflows.
     """
@@ -113,9 +116,11 @@ def monte_carlo_kernel_fn(
 
     mean: dict[str, Tensor] = {}
     m2: dict[str, Tensor] = {}
+    steps = Steps(samples, should_stop, progress)
     for i in range(samples):
+        steps.check()
         net = build_network(arch, input_shape, seed=sample_seed(seed, i), dtype=dtype, device=device)
-        one = empirical_kernels(net, x1, x2, get, batch_size=batch_size)
+        one = empirical_kernels(net, x1, x2, get, batch_size=batch_size, should_stop=should_stop)
         for name in get:
             value = one[name].to(torch.float64)
             if not torch.isfinite(value).all():
@@ -127,8 +132,7 @@ def monte_carlo_kernel_fn(
                 delta = value - mean[name]
                 mean[name] += delta / (i + 1)
                 m2[name] += delta * (value - mean[name])
-        if progress is not None:
-            progress(i + 1, samples)
+        steps.advance()
 
     out = {}
     for name in get:
@@ -159,13 +163,15 @@ def empirical_kernels(
     x2: Tensor | None = None,
     get: Sequence[str] = KERNELS,
     batch_size: int | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> dict[str, Tensor]:
     """The empirical NNGP and/or NTK of one network, each (N1, N2), the output axis traced out.
 
     Equal to ``empirical_kernels_autodiff`` (the plain Jacobian contraction) up to rounding, at a
     fraction of its memory. x2 = None means x2 = x1, and the result is exactly symmetric.
     ``batch_size`` (default: as many points as keep one block's features near FEATURE_ELEMENTS)
-    splits x1 and x2 into blocks whose kernels are computed one pair at a time.
+    splits x1 and x2 into blocks whose kernels are computed one pair at a time; before each pair
+    ``should_stop()`` is asked, and ``Stopped`` raised when it answers True.
     """
     get = tuple(get)
     need_ntk = "ntk" in get
@@ -182,6 +188,8 @@ def empirical_kernels(
         for i0 in range(0, n1, step):
             f1 = _features(net, x1[i0:i0 + step], need_ntk)
             for j0 in range(i0 if symmetric else 0, n2, step):
+                if should_stop is not None and should_stop():
+                    raise Stopped(i0 * n2 + j0, n1 * n2)
                 same = symmetric and i0 == j0
                 f2 = f1 if same else _features(net, other[j0:j0 + step], need_ntk)
                 block = _contract(net, f1, f2, get, same)

@@ -1,6 +1,6 @@
 """Smoke tests of the experiment scripts bench/ensemble.py, bench/digits.py, bench/diabetes.py,
-bench/chunk_throughput.py, bench/predict_scaling.py and bench/sweep.py, and of
-examples/sweep_digits.py.
+bench/chunk_throughput.py, bench/predict_scaling.py, bench/sweep.py and bench/cost_accuracy.py,
+and of examples/sweep_digits.py.
 
 Each runs end to end at a toy size (our engine only: NT_PYTHON unset) and prints its table; the
 figures themselves are the scripts' business, not asserted here.
@@ -81,3 +81,13 @@ def test_sweep_digits_example_writes_its_figure(tmp_path):
     out = run_script("sweep_digits.py", "--train", "100", "--val", "50", "--depths", "2", "--out", str(figure),
                      folder="examples")
     assert "best marginal likelihood: depth" in out and figure.stat().st_size > 10_000
+
+
+def test_cost_accuracy_script_prints_estimate_and_actual_per_architecture():
+    out = run_script("cost_accuracy.py", "--scale", "0.02", "--only", "FC", "--threads", "1")
+    assert "ns/unit" in out and "ratio" in out
+    rows = [line for line in out.splitlines() if line.startswith(("FC-", "FC "))]
+    assert len(rows) == 6
+    for row in rows:
+        scale, estimate, actual, ratio = (float(v) for v in row.split()[-4:])
+        assert scale > 0 and estimate > 0 and actual > 0 and ratio > 0

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ntk.spec import architecture as spec
+from ntk.spec.cost import QUADRATURE_CHUNK_ELEMENTS  # elements of one quadrature temporary (entries × inner nodes)
 from ..state import KernelState, pair_ends, position_variances, variance_pairs
 
 PairFn = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
@@ -342,8 +343,6 @@ NUMERICAL_FNS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], tu
 # 2·Φ(−9) = 2e-19, below the last bit of any kernel value even for φ growing like |x|.
 QUADRATURE_HALF_WIDTH = 9.0
 
-# Upper bound on the elements of one quadrature temporary (tile entries × inner nodes).
-QUADRATURE_CHUNK_ELEMENTS = 1 << 22
 
 
 @lru_cache(maxsize=16)
