@@ -5,9 +5,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
 COPY pyproject.toml README.md constraints.txt ./
 COPY docker docker
-COPY cli cli
-COPY service service
-COPY workers workers
+COPY ntk ntk
 # the SDK: `ntk kernel/predict --url` computes through it
 COPY clients/python clients/python
 RUN docker/install.sh "$TORCH_BUILD" && useradd --system --no-create-home ntk

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Throughput of a large value stored in chunks (workers.keys, "Values in chunks").
+"""Throughput of a large value stored in chunks (ntk.core.keys, "Values in chunks").
 
     python3 bench/chunk_throughput.py [--gb 1] [--chunk-mb 1,4,16] [--redis URL]
 
 A float64 matrix of ``--gb`` gigabytes (a 11,585-point factorization for 1 GB) is written with
 ``Store.put`` (serialized straight into chunks, ``PIPELINED_CHUNKS`` per round trip, manifest
 last), read back with ``Store.get`` (numpy reading a file that fetches chunks as it goes), and
-streamed as the API streams an answer (``service.jobs.stream_npz``: GETRANGEs of the chunks, the
+streamed as the API streams an answer (``ntk.api.jobs.stream_npz``: GETRANGEs of the chunks, the
 next read while the last is handed on); each in MB/s (10⁶ bytes), with the value checked equal.
 Without ``--redis`` an embedded Valkey (as ``ntk serve`` starts) holds it.
 """
@@ -26,9 +26,9 @@ import numpy as np  # noqa: E402
 import redis  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 
-from cli.serve import embedded_valkey  # noqa: E402
-from service.jobs import stream_npz  # noqa: E402
-from workers.store import Store  # noqa: E402
+from ntk.cli.serve import embedded_valkey  # noqa: E402
+from ntk.api.jobs import stream_npz  # noqa: E402
+from ntk.worker.store import Store  # noqa: E402
 
 KEY = "ntk:bench:value"
 

@@ -45,8 +45,8 @@ from sklearn.model_selection import train_test_split  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 import harness  # noqa: E402
-from workers.engine import kernel_fn  # noqa: E402
-from workers.engine.predict import factorize, predict  # noqa: E402
+from ntk.engine import kernel_fn  # noqa: E402
+from ntk.engine.predict import factorize, predict  # noqa: E402
 
 LEVELS = ((0.68, 1.0), (0.95, 1.96))
 

@@ -38,7 +38,7 @@ from sklearn.model_selection import train_test_split  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 import harness  # noqa: E402
-from workers.engine.predict import labels_from_mean, one_hot_targets  # noqa: E402
+from ntk.engine.predict import labels_from_mean, one_hot_targets  # noqa: E402
 
 CLASSES = 10
 MODES = ("ntk", "nngp")

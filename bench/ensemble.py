@@ -6,7 +6,7 @@
 
 For each width, ``members`` one-hidden-layer ReLU networks (NTK parameterization, initialized as
 neural-tangents' stax) are trained by full-batch gradient descent on MSE on 8 points of the
-8-dimensional sphere (``workers.engine.ensemble``: the experiment, its time convention and its
+8-dimensional sphere (``ntk.engine.ensemble``: the experiment, its time convention and its
 statistics are documented there), and their outputs on 6 test points, early in training, midway
 and near convergence, are scored against ``predict(kernel="ntk")``:
 
@@ -39,8 +39,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from workers.engine import kernel_fn  # noqa: E402
-from workers.engine.ensemble import (critical_z, experiment, one_hidden_layer, schedule,  # noqa: E402
+from ntk.engine import kernel_fn  # noqa: E402
+from ntk.engine.ensemble import (critical_z, experiment, one_hidden_layer, schedule,  # noqa: E402
                                      sphere_problem)
 
 ALPHA = 0.01

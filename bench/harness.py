@@ -517,7 +517,7 @@ def machine_info(args) -> dict:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                               text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "workers/engine"], cwd=ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "ntk/engine"], cwd=ROOT,
                                capture_output=True, text=True, timeout=10).stdout.strip()
         info["git"] = head + ("+dirty-engine" if dirty else "")
     except (OSError, subprocess.SubprocessError):

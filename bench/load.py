@@ -233,7 +233,7 @@ def start_service(workers: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "NTK_RATE_LIMIT": "", "PYTHONPATH": str(ROOT)}
     env.pop("NTK_REDIS_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port), "--workers", str(workers)],
+    proc = subprocess.Popen([sys.executable, "-m", "ntk.cli", "serve", "--port", str(port), "--workers", str(workers)],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:

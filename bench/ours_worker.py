@@ -1,7 +1,7 @@
 """Benchmark worker for our PyTorch engine (run by bench/harness.py; protocol: bench/protocol.py).
 
-Times ``workers.engine.kernel_fn`` (whole, or tile by tile with ``kernel_tile`` when the case
-gives ``tile``) and ``workers.engine.predict.predict_from_spec``. There is nothing to compile,
+Times ``ntk.engine.kernel_fn`` (whole, or tile by tile with ``kernel_tile`` when the case
+gives ``tile``) and ``ntk.engine.predict.predict_from_spec``. There is nothing to compile,
 so the first call and the steady state differ only by warm-up effects; both are reported.
 """
 
@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import protocol  # noqa: E402
-from workers.engine import kernel_fn, kernel_tile, resolve_device, tiles  # noqa: E402
+from ntk.engine import kernel_fn, kernel_tile, resolve_device, tiles  # noqa: E402
 
 STATE: dict = {}
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -110,7 +110,7 @@ def _kernel_tiled():
 
 
 def _predict():
-    from workers.engine.predict import predict_from_spec
+    from ntk.engine.predict import predict_from_spec
 
     c = STATE["case"]
     p = c["predict"]
@@ -129,7 +129,7 @@ def _predict():
 
 def _solve_only():
     """Factorize + predict from kernels computed beforehand (untimed): the t-dependent part."""
-    from workers.engine.predict import factorize, method_for, predict, required_kernels
+    from ntk.engine.predict import factorize, method_for, predict, required_kernels
 
     c = STATE["case"]
     p = c["predict"]

@@ -62,7 +62,7 @@ class Serve:
         self.log = tempfile.NamedTemporaryFile(prefix="ntk-scaling-", suffix=".log", delete=False)
         env = {k: v for k, v in os.environ.items() if not k.startswith("NTK_")}
         env.update(PYTHONPATH=ROOT, NTK_LOG_FORMAT="json")
-        self.proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(self.port), "--workers", "1"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "ntk.cli", "serve", "--port", str(self.port), "--workers", "1"],
                                      cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         deadline = time.monotonic() + 180
@@ -77,7 +77,7 @@ class Serve:
         raise TimeoutError(f"ntk serve not ready:\n{self.lines()[-20:]}")
 
     def worker_peak_bytes(self) -> int:
-        """VmHWM of the worker (``-m cli worker``), the process that joins."""
+        """VmHWM of the worker (``-m ntk.cli worker``), the process that joins."""
         for child in psutil.Process(self.proc.pid).children(recursive=True):
             if child.cmdline()[-1:] == ["worker"]:
                 with open(f"/proc/{child.pid}/status") as status:
@@ -113,7 +113,7 @@ def npz(**arrays) -> bytes:
 
 def direct_mean(spec: dict, x_train, y_train, x_test) -> np.ndarray:
     """The t = ∞ NTK mean by a plain Cholesky solve: Θ_td (Θ_dd + εI)⁻¹ Y, ε = diag_reg · mean diagonal."""
-    from workers.engine import kernel_fn
+    from ntk.engine import kernel_fn
 
     theta = kernel_fn(spec, torch.as_tensor(x_train), None, get=("ntk",))["ntk"]
     theta.diagonal().add_(DIAG_REG * float(theta.diagonal().mean()))

@@ -3,7 +3,7 @@
 
     python3 bench/profile_engine.py cnn-gap --size full [--device cpu] [--top 25]
 
-Runs the case once to warm up, then once under cProfile (time per function of workers/engine,
+Runs the case once to warm up, then once under cProfile (time per function of ntk/engine,
 cumulative) and once under torch.profiler (time per aten op, self CPU / CUDA), and prints both.
 """
 
@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import harness  # noqa: E402
-from workers.engine import kernel_fn  # noqa: E402
+from ntk.engine import kernel_fn  # noqa: E402
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -39,7 +39,7 @@ def make_call(case: harness.Case, device):
     x1 = torch.as_tensor(arrays["x1"], dtype=dtype, device=device)
     if case.kind == "kernel":
         return lambda: kernel_fn(case.spec, x1, None, get=case.get, dtype=dtype, device=device)
-    from workers.engine.predict import predict_from_spec
+    from ntk.engine.predict import predict_from_spec
 
     xt = torch.as_tensor(arrays["x_test"], dtype=dtype, device=device)
     y = torch.as_tensor(arrays["y_train"], dtype=dtype, device=device)
@@ -74,7 +74,7 @@ def main():
     print(f"cProfile'd call: {time.perf_counter() - t0:.3f} s\n")
     s = io.StringIO()
     st = pstats.Stats(prof, stream=s)
-    st.sort_stats("cumulative").print_stats(r"workers/engine", args.top)
+    st.sort_stats("cumulative").print_stats(r"ntk/engine", args.top)
     print(s.getvalue())
 
     acts = [torch.profiler.ProfilerActivity.CPU]

@@ -20,5 +20,5 @@ TORCH_INDEX=()
 # dependency at the version constraints.txt locks.
 "$PYTHON" -m pip install --no-cache-dir "${FLAGS[@]}" -c constraints.txt "torch==2.13.0" "${TORCH_INDEX[@]}"
 "$PYTHON" -m pip install --no-cache-dir "${FLAGS[@]}" -c constraints.txt . ./clients/python
-"$PYTHON" -m cli --help > /dev/null
+"$PYTHON" -m ntk.cli --help > /dev/null
 "$PYTHON" -c "import ntk_client"

@@ -52,7 +52,7 @@ def _number(value: float) -> str:
 
 
 def layers() -> str:
-    from workers.engine.spec import Architecture, Layer
+    from ntk.spec.architecture import Architecture, Layer
 
     definitions = Architecture.model_json_schema()["$defs"]  # Residual refers to itself: read it from here
     rows = ["| type | parameters (default) | meaning |", "|---|---|---|"]
@@ -70,7 +70,7 @@ def layers() -> str:
 
 
 def settings() -> str:
-    from service.settings import Settings
+    from ntk.core.settings import Settings
 
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
@@ -81,8 +81,8 @@ def settings() -> str:
 
 
 def operations() -> str:
-    from service.app import create_app
-    from service.settings import Settings
+    from ntk.api.app import create_app
+    from ntk.core.settings import Settings
 
     document = create_app(Settings(redis_url="redis://127.0.0.1:1/0")).openapi()
     rows = ["| method | path | what | statuses |", "|---|---|---|---|"]

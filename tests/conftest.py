@@ -64,7 +64,7 @@ class Service:
         self.log = tempfile.NamedTemporaryFile(prefix="ntk-serve-", suffix=".log", delete=False)
         env = {**os.environ, "NTK_REDIS_URL": redis_url, "PYTHONPATH": str(ROOT),
                **{f"NTK_{k.upper()}": str(v) for k, v in settings.items()}}
-        self.proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(self.port),
+        self.proc = subprocess.Popen([sys.executable, "-m", "ntk.cli", "serve", "--port", str(self.port),
                                       "--workers", str(workers)], cwd=ROOT, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         self.redis = redis.Redis.from_url(redis_url)

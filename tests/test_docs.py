@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from every_layer import ARCHITECTURES, inputs
-from workers.engine import kernel_fn
-from workers.engine.spec import Layer
+from ntk.engine import kernel_fn
+from ntk.spec.architecture import Layer
 
 ROOT = Path(__file__).resolve().parent.parent
 

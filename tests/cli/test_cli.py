@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli.main import build_parser, main
-from workers.compute import targets
-from workers.engine import kernel_fn
-from workers.engine.monte_carlo import DEFAULT_SAMPLES, monte_carlo_kernel_fn
-from workers.engine.predict import predict_from_spec
+from ntk.cli.main import build_parser, main
+from ntk.worker.compute import targets
+from ntk.engine import kernel_fn
+from ntk.engine.monte_carlo import DEFAULT_SAMPLES, monte_carlo_kernel_fn
+from ntk.engine.predict import predict_from_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -151,7 +151,7 @@ def test_a_user_error_is_one_line_and_a_nonzero_exit(tmp_path, capsys, monkeypat
 
 def test_a_user_error_prints_no_traceback_from_the_installed_command(tmp_path):
     write_inputs(tmp_path)
-    done = subprocess.run([sys.executable, "-m", "cli", "predict", "--arch", tmp_path / "arch.json",
+    done = subprocess.run([sys.executable, "-m", "ntk.cli", "predict", "--arch", tmp_path / "arch.json",
                            "--train", tmp_path / "x.npy", "--test", tmp_path / "x.npy", "--out", tmp_path / "p.npz"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
@@ -166,7 +166,7 @@ def test_a_user_error_prints_no_traceback_from_the_installed_command(tmp_path):
 ])
 def test_serve_and_worker_report_a_bad_setting_or_redis_in_one_line(free_tcp_port, command, env, name):
     env = {k: v.format(port=free_tcp_port()) for k, v in env.items()}
-    done = subprocess.run([sys.executable, "-m", "cli", *command], cwd=ROOT, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "ntk.cli", *command], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT), **env})
     assert done.returncode == 1
     assert_one_clean_line(done.stderr, name)
@@ -240,7 +240,7 @@ def test_url_without_the_sdk_says_how_to_install_it(tmp_path, capsys, monkeypatc
 
 def test_an_internal_error_keeps_its_traceback_with_a_hint(tmp_path, capsys, monkeypatch):
     write_inputs(tmp_path)
-    monkeypatch.setattr("cli.kernel.compute_locally", lambda *args: 1 / 0)
+    monkeypatch.setattr("ntk.cli.kernel.compute_locally", lambda *args: 1 / 0)
     got, err = ntk(capsys, "kernel", "--arch", tmp_path / "arch.json", "--x1", tmp_path / "x.npy",
                    "--out", tmp_path / "k.npz")
     assert got == 1
@@ -302,7 +302,7 @@ def help_text(capsys, command: str) -> str:
 
 
 def test_version_is_the_installed_packages():
-    done = subprocess.run([sys.executable, "-m", "cli", "--version"], cwd=ROOT, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "ntk.cli", "--version"], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == f"ntk {importlib.metadata.version('ntk-service')}"
 

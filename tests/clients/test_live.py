@@ -13,7 +13,7 @@ import pytest
 
 from ntk_client import AsyncClient, Client, NotFound, ValidationError, dataset_id, stax
 
-engine = pytest.importorskip("workers.engine", reason="the kernel engine (torch) is not installed")
+engine = pytest.importorskip("ntk.engine", reason="the kernel engine (torch) is not installed")
 
 ARCH = stax.serial(stax.Dense(512, w_std=1.5, b_std=0.05), stax.Relu(), stax.Dense(1, w_std=1.5, b_std=0.05))
 CONV = stax.serial(stax.Conv(8, (3, 3), padding="SAME", w_std=1.3, b_std=0.1), stax.Erf(),
@@ -44,7 +44,7 @@ def engine_kernels(arch, x1, x2=None, get=("nngp", "ntk")):
 
 
 def engine_prediction(arch, x_train, y_train, x_test, **options):
-    from workers.engine.predict import predict_from_spec
+    from ntk.engine.predict import predict_from_spec
 
     return predict_from_spec(arch.to_dict(), x_train, y_train, x_test, **options).as_numpy()
 

@@ -1,4 +1,4 @@
-"""Every builder case, placed in a network, is a spec the engine (workers.engine) accepts and computes.
+"""Every builder case, placed in a network, is a spec the engine (ntk.engine) accepts and computes.
 
 The JSON-level tests pin the builder to the architecture JSON; this checks the same JSON against the project's
 own parser, so that builder and server cannot drift apart unnoticed. Skipped where the engine
@@ -13,7 +13,7 @@ from test_sdk_stax import CASES
 
 from ntk_client import stax
 
-engine = pytest.importorskip("workers.engine", reason="the kernel engine (torch) is not installed")
+engine = pytest.importorskip("ntk.engine", reason="the kernel engine (torch) is not installed")
 
 rng = np.random.default_rng(0)
 IMAGES = rng.normal(size=(3, 6, 6, 2))  # (N, H, W, C)

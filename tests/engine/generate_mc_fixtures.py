@@ -11,7 +11,7 @@ stax layouts (Dense W (in, out), Conv W (*filter, in, out), biases (1, ..., out)
 apply_fn(params, x1), and the empirical kernels of that one network (``empirical_nngp_fn`` /
 ``empirical_ntk_fn`` with the default trace_axes=(-1,)): ``nngp11``, ``ntk11`` = K(x1, x1) and
 ``nngp12``, ``ntk12`` = K(x1, x2). ``tests/engine/test_monte_carlo.py`` loads the same weights into
-``workers.engine.networks`` and compares. Not a pytest module: it needs jax.
+``ntk.engine.networks`` and compares. Not a pytest module: it needs jax.
 """
 from __future__ import annotations
 

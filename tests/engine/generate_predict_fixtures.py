@@ -1,4 +1,4 @@
-"""Generate the neural-tangents oracle fixtures for ``workers/engine/predict.py``.
+"""Generate the neural-tangents oracle fixtures for ``ntk/engine/predict.py``.
 
 Run with the oracle venv (neural-tangents 0.6.5 + jax 0.4.30, x64)::
 

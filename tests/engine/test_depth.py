@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from workers.engine import kernel_fn, spec
-from workers.engine.spec import MAX_LAYERS, Architecture, LayerAdapter, SpecError
+from ntk.engine import kernel_fn
+from ntk.spec import architecture as spec
+from ntk.spec.architecture import MAX_LAYERS, Architecture, LayerAdapter, SpecError
 
 W_STD = math.sqrt(2.0)
 

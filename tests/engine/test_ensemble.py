@@ -1,4 +1,4 @@
-"""Trained finite ensembles against the infinite-width prediction (workers.engine.ensemble).
+"""Trained finite ensembles against the infinite-width prediction (ntk.engine.ensemble).
 
 The slow tests (``-m slow``; ``-s`` prints the figures) are the central claim of the predict
 module: 256 networks of width 1024, trained by gradient descent on MSE, have the output mean and
@@ -25,12 +25,12 @@ import numpy as np
 import pytest
 import torch
 
-from workers.engine import kernel_fn
-from workers.engine.ensemble import (compare, critical_z, experiment, one_hidden_layer, schedule,
+from ntk.engine import kernel_fn
+from ntk.engine.ensemble import (compare, critical_z, experiment, one_hidden_layer, schedule,
                                      sphere_problem, train_ensemble)
-from workers.engine.monte_carlo import sample_seed
-from workers.engine.networks import build_network
-from workers.engine.predict import max_learning_rate
+from ntk.engine.monte_carlo import sample_seed
+from ntk.engine.networks import build_network
+from ntk.engine.predict import max_learning_rate
 
 MEMBERS = 256
 WIDE, NARROW = 1024, 8

@@ -1,4 +1,4 @@
-"""Finite networks (workers.engine.networks) and Monte Carlo kernels (workers.engine.monte_carlo).
+"""Finite networks (ntk.engine.networks) and Monte Carlo kernels (ntk.engine.monte_carlo).
 
 Fast tests pin the finite networks to neural-tangents (same weights -> same outputs and empirical
 kernels, from fixtures written by generate_mc_fixtures.py), check the structured NTK against the
@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from workers.engine import monte_carlo as mc
-from workers.engine.kernel import NonFiniteKernel, kernel_fn
-from workers.engine.monte_carlo import (empirical_kernels, empirical_kernels_autodiff, monte_carlo_kernel_fn,
+from ntk.engine import monte_carlo as mc
+from ntk.engine.kernel import NonFiniteKernel, kernel_fn
+from ntk.engine.monte_carlo import (empirical_kernels, empirical_kernels_autodiff, monte_carlo_kernel_fn,
                                         sample_seed)
-from workers.engine.networks import Conv, build_network
-from workers.engine.spec import SpecError
+from ntk.engine.networks import Conv, build_network
+from ntk.spec.architecture import SpecError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "monte_carlo"
 

@@ -89,9 +89,9 @@ GET_CASES = [c for c in ("mlp_relu_ntk", "conv2d_same_gap_std", "residual_nested
 
 def engine():
     try:
-        from workers.engine import kernel_fn
+        from ntk.engine import kernel_fn
     except ImportError as e:  # pragma: no cover - engine under construction
-        pytest.fail(f"workers.engine.kernel_fn is not importable: {e}")
+        pytest.fail(f"ntk.engine.kernel_fn is not importable: {e}")
     return kernel_fn
 
 

@@ -1,4 +1,4 @@
-"""``workers/engine/predict.py`` against neural-tangents 0.6.5 (fixtures from
+"""``ntk/engine/predict.py`` against neural-tangents 0.6.5 (fixtures from
 ``tests/engine/generate_predict_fixtures.py``) plus properties the oracle cannot state."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workers.engine import predict as P
+from ntk.engine import predict as P
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "predict"
 CASES = sorted(p.stem for p in FIXTURES.glob("*.npz"))
@@ -351,7 +351,7 @@ def test_covariance_symmetric_psd(n, m, k, seed, kernel, t, lr, log_reg, absolut
 
 
 # ---------------------------------------------------------------------------------------------
-# End to end: architecture spec -> kernels (workers.engine.kernel_fn) -> prediction
+# End to end: architecture spec -> kernels (ntk.engine.kernel_fn) -> prediction
 # ---------------------------------------------------------------------------------------------
 
 E2E = [c for c in CASES if load(c)[1]["e2e"]]
@@ -359,9 +359,9 @@ E2E = [c for c in CASES if load(c)[1]["e2e"]]
 
 @pytest.mark.parametrize("name", E2E)
 def test_predict_from_spec_matches_neural_tangents(name):
-    engine = pytest.importorskip("workers.engine")
+    engine = pytest.importorskip("ntk.engine")
     if not hasattr(engine, "kernel_fn"):
-        pytest.skip("workers.engine.kernel_fn not available yet")
+        pytest.skip("ntk.engine.kernel_fn not available yet")
     d, meta = load(name)
     out = P.predict_from_spec(
         meta["spec"], d["x_train"], d["y_train"], d["x_test"], kernel=meta["kernel"],

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from workers.engine import predict as P
+from ntk.engine import predict as P
 
 
 def kernel(n: int, seed: int = 0) -> torch.Tensor:

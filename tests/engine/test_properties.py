@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workers.engine import assemble, kernel_fn, kernel_tile, tiles
+from ntk.engine import assemble, kernel_fn, kernel_tile, tiles
 
 FC = {"layers": [{"type": "Dense", "out_dim": 8, "w_std": 1.5, "b_std": 0.05}, {"type": "Relu"},
                  {"type": "Dense", "out_dim": 8, "w_std": 1.5, "b_std": 0.05}, {"type": "Relu"},

@@ -15,9 +15,9 @@ import pytest
 import torch
 from scipy import integrate, special
 
-from workers.engine import kernel_fn
-from workers.engine.layers import elementwise as E
-from workers.engine.spec import Elementwise
+from ntk.engine import kernel_fn
+from ntk.engine.layers import elementwise as E
+from ntk.spec.architecture import Elementwise
 
 DEFAULT_DEGREE = Elementwise.model_fields["degree"].default
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from workers.engine import Architecture, NonFiniteKernel, SpecError, kernel_fn, validation_errors
+from ntk.engine import Architecture, NonFiniteKernel, SpecError, kernel_fn, validation_errors
 
 DENSE = {"type": "Dense", "out_dim": 4}
 

@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import torch
 
-from workers.engine import assemble, kernel_tile, tiles
+from ntk.engine import assemble, kernel_tile, tiles
 
 MLP = {"layers": [{"type": "Dense", "out_dim": 512, "w_std": 1.5, "b_std": 0.05}, {"type": "Relu"},
                   {"type": "Dense", "out_dim": 1, "w_std": 1.5, "b_std": 0.05}]}

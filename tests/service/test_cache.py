@@ -11,7 +11,7 @@ import numpy as np
 import redis
 
 from service_helpers import DEEP, MLP, assert_problem, follow, points, tiled_reference, tiles_computed
-from workers import keys
+from ntk.core import keys
 
 
 def test_a_repeat_is_served_from_the_cache(service_url):
@@ -45,7 +45,7 @@ def test_sixteen_identical_requests_compute_each_tile_once(service_url):
 
 
 def test_a_large_npz_answer_streams_whole_and_an_evicted_one_is_gone(service_url, redis_url):
-    """An npz answer is sent from Redis in 4 MiB ranges (service.jobs.stream_npz): a 10 MB one
+    """An npz answer is sent from Redis in 4 MiB ranges (ntk.api.jobs.stream_npz): a 10 MB one
     arrives whole and valid (np.load checks each member's CRC); once evicted it is a 410."""
     x = points(800, seed=22)
     with httpx.Client(base_url=service_url, timeout=120) as client:

@@ -71,7 +71,7 @@ def test_install_script_installs_a_working_ntk(tmp_path):
     assert "serve" in help_text and "worker" in help_text
     # from tmp_path, so that the installed packages are imported, not this checkout's
     script = (
-        "import numpy as np, ntk_client, workers.engine as engine; from every_layer import ARCHITECTURES, inputs\n"
+        "import numpy as np, ntk_client, ntk.engine as engine; from every_layer import ARCHITECTURES, inputs\n"
         "for name, (arch, shape) in ARCHITECTURES.items():\n"
         "    k = engine.kernel_fn(arch, inputs(shape))\n"
         "    assert all(np.isfinite(np.asarray(v)).all() for v in k.values()), name\n"

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from service_helpers import MLP, assert_problem, npz, points
-from workers.engine import kernel_fn
+from ntk.engine import kernel_fn
 
 X = [[0.1, 0.2, 0.3], [0.4, -0.5, 0.6]]
 SEQUENCES = np.zeros((2, 5, 2)).tolist()  # (N, L, C)
@@ -470,7 +470,7 @@ def test_redis_failures_are_problems_without_redis_text():
     """What redis-py says (commands, keys, addresses) is logged, never answered."""
     import redis
 
-    from workers.jobstate import redis_problem
+    from ntk.core.jobstate import redis_problem
 
     failures = [redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
                 redis.ConnectionError("Error 111 connecting to localhost:6379. Connection refused."),

@@ -19,10 +19,10 @@ import redis
 import torch
 
 from service_helpers import MLP, assert_problem, npz, points, tiled_reference
-from workers import keys
-from workers.codec import Manifest
-from workers.engine import assemble, kernel_tile, tiles
-from workers.engine.predict import predict_from_spec
+from ntk.core import keys
+from ntk.core.codec import Manifest
+from ntk.engine import assemble, kernel_tile, tiles
+from ntk.engine.predict import predict_from_spec
 
 BULK_LIMIT = {"proto-max-bulk-len": "1mb"}
 

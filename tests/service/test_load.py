@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 import redis
 
-from service.app import create_app
-from service.settings import Settings
+from ntk.api.app import create_app
+from ntk.core.settings import Settings
 from service_helpers import MLP, assert_problem, metric, points
-from workers import keys
+from ntk.core import keys
 
 MAX_JSON_BYTES = 2 << 20
 COLD_POINTS = (1200, 30)  # issue 18's inputs: about 0.75 MB of JSON

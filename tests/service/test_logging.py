@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service import logs
-from service.settings import Settings
+from ntk.core import logs
+from ntk.core.settings import Settings
 from service_helpers import MLP
 
 API_KEY = "s3cret-api-key"

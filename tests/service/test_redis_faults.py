@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from service_helpers import MLP, follow, npz, points, tiled_reference
-from workers.keys import eviction_risk
+from ntk.core.keys import eviction_risk
 
 
 def until(condition, timeout: float = 60):

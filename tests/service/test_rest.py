@@ -10,8 +10,8 @@ import pytest
 from ntk_client._arrays import dataset_id
 
 from service_helpers import MLP, assert_problem, follow, npz, points, tiles_computed
-from workers.engine import kernel_fn
-from workers.engine.predict import predict_from_spec
+from ntk.engine import kernel_fn
+from ntk.engine.predict import predict_from_spec
 
 
 @pytest.fixture
@@ -185,7 +185,7 @@ def test_errors_are_problems(client):
 
 
 def test_monte_carlo_kernels(client):
-    from workers.engine.monte_carlo import monte_carlo_kernel_fn
+    from ntk.engine.monte_carlo import monte_carlo_kernel_fn
 
     x1, x2 = points(6, seed=11), points(4, seed=12)
     arch = {"layers": [{"type": "Dense", "out_dim": 64, "w_std": 1.5, "b_std": 0.05}, {"type": "Relu"},

@@ -25,7 +25,7 @@ def test_serve_without_redis_embeds_valkey_and_stops_every_child(tmp_path):
     env["PYTHONPATH"] = str(ROOT)
     log = open(tmp_path / "serve.log", "w")
     start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port), "--workers", "1"],
+    proc = subprocess.Popen([sys.executable, "-m", "ntk.cli", "serve", "--port", str(port), "--workers", "1"],
                             cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"

@@ -1,4 +1,4 @@
-"""service.jobs.stream_npz: a stored npz sent in ranges, with the answer's scalars appended."""
+"""ntk.api.jobs.stream_npz: a stored npz sent in ranges, with the answer's scalars appended."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import io
 import numpy as np
 import pytest
 
-from service import jobs
-from service.problems import Problem
-from workers import keys
-from workers.codec import Manifest, chunk_digest, pack
+from ntk.api import jobs
+from ntk.api.problems import Problem
+from ntk.core import keys
+from ntk.core.codec import Manifest, chunk_digest, pack
 
 
 class FakeRedis:
@@ -87,7 +87,7 @@ def test_a_missing_result_is_gone_and_an_evicted_one_stops_short(small_ranges):
 
 
 def chunked(key: str, data: bytes, size: int) -> dict[str, bytes]:
-    """``data`` stored at ``key`` as chunks of ``size`` bytes (workers.keys: "Values in chunks")."""
+    """``data`` stored at ``key`` as chunks of ``size`` bytes (ntk.core.keys: "Values in chunks")."""
     pieces = [data[i:i + size] for i in range(0, len(data), size)]
     manifest = Manifest(tuple((chunk_digest(p), len(p)) for p in pieces))
     return {key: manifest.encode(), **{keys.chunk(chunk_digest(p)): p for p in pieces}}

@@ -1,4 +1,4 @@
-"""workers.broker: which task failures Dramatiq retries (transient), and that a task which will not run
+"""ntk.worker.broker: which task failures Dramatiq retries (transient), and that a task which will not run
 again fails its job (FinalFailure)."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import redis
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Middleware, Retries, SkipMessage
 
-from service.settings import Settings
-from workers import keys
-from workers.broker import FINISH, PLAN, QUEUE, TILE, FinalFailure, transient
-from workers.jobstate import Jobs
+from ntk.core.settings import Settings
+from ntk.core import keys
+from ntk.worker.broker import FINISH, PLAN, QUEUE, TILE, FinalFailure, transient
+from ntk.core.jobstate import Jobs
 
 
 def test_a_lost_or_full_redis_is_retried_a_few_times_and_nothing_else():

@@ -1,4 +1,4 @@
-"""workers.codec: arrays as bytes, and the npz append the API streams answers with."""
+"""ntk.core.codec: arrays as bytes, and the npz append the API streams answers with."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from workers.codec import TAIL_BYTES, appended, pack, unpack
+from ntk.core.codec import TAIL_BYTES, appended, pack, unpack
 
 
 def zipfile_append(data: bytes, **arrays: np.ndarray) -> bytes:

@@ -1,4 +1,4 @@
-"""Single flight (workers.jobstate.SUBMIT) under the interleavings that made two jobs of one request:
+"""Single flight (ntk.core.jobstate.SUBMIT) under the interleavings that made two jobs of one request:
 a job ending between a request's look at the answer and its submit, and a submit sent twice
 because its first reply was lost. Each runs the scripts themselves against a Valkey of its own."""
 
@@ -9,8 +9,8 @@ import uuid
 import pytest
 import redis
 
-from workers import keys
-from workers.jobstate import END, SUBMIT, end_call, submit_call
+from ntk.core import keys
+from ntk.core.jobstate import END, SUBMIT, end_call, submit_call
 
 REQUEST_KEY = "a" * 64
 INLINE = {"d" * 64: b"npy bytes of x1"}

@@ -1,4 +1,4 @@
-"""workers.store: values in chunks (workers.keys, "Values in chunks") written and read exactly."""
+"""ntk.worker.store: values in chunks (ntk.core.keys, "Values in chunks") written and read exactly."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import redis
 
-from workers import keys
-from workers.codec import Manifest
-from workers.store import Store
+from ntk.core import keys
+from ntk.core.codec import Manifest
+from ntk.worker.store import Store
 
 
 @pytest.fixture

@@ -1,0 +1,257 @@
+"""Jobs seen from the API: submit (single flight), wait a while, render, answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from datetime import datetime, timezone
+
+import numpy as np
+import redis
+from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from ntk.core import logs
+from ntk.api.inputs import off_loop
+from ntk.api.problems import Problem, respond
+from ntk.core import keys
+from ntk.worker.broker import PLAN, enqueue
+from ntk.core.codec import MANIFEST_MAGIC, TAIL_BYTES, Manifest, appended, spans, unpack
+from ntk.core.jobstate import TERMINAL, end_call, redis_problem, submit_call
+from ntk.worker.plan import request_key
+
+NPZ = "application/x-npz"
+JOB_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex, as submit makes them
+QVALUE = re.compile(r"0(\.\d{0,3})?|1(\.0{0,3})?")  # an Accept weight, RFC 9110 §12.4.2
+
+
+def preference(accept: str, media_type: str) -> tuple[float, int]:
+    """How much an Accept header wants ``media_type`` (RFC 9110 §12.5.1): the q of the most
+    specific range that matches it (type/subtype 2, type/* 1, */* 0) and that specificity;
+    (0, -1) when no range matches. A range without q has q = 1."""
+    wanted_type = media_type.split("/")[0]
+    best = (-1, 0.0)  # (specificity, q)
+    for item in accept.split(","):
+        media_range, *parameters = [part.strip() for part in item.split(";")]
+        media_range = media_range.lower()
+        specificity = {media_type: 2, f"{wanted_type}/*": 1, "*/*": 0}.get(media_range, -1)
+        if specificity <= best[0]:
+            continue
+        q = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q" and QVALUE.fullmatch(value.strip()):
+                q = float(value)
+        best = (specificity, q)
+    return best[1], best[0]
+
+
+def wants_npz(request: Request) -> bool:
+    """npz when the caller names it and wants it at least as much as JSON; JSON otherwise (a
+    wildcard alone, or an Accept that wants neither, gets JSON: it is the default answer)."""
+    accept = request.headers.get("Accept", "")
+    npz_q, npz_specificity = preference(accept, NPZ)
+    return npz_specificity == 2 and npz_q > 0 and npz_q >= preference(accept, "application/json")[0]
+
+
+async def submit(request: Request, kind: str, job_request: dict, inline: dict[str, bytes]) -> tuple[str, bool]:
+    """The id of the job answering this request, and whether it was already there (answered or
+    running): then nothing is computed for this call, which is what ``cached`` reports.
+
+    Redis decides which job that is (ntk.core.jobstate.SUBMIT), in one script; should its reply be
+    lost and the script run again (ntk.api.deps.redis_client), the job it created is found by its id.
+    """
+    state = request.app.state
+    key = request_key(job_request)
+    job_id = uuid.uuid4().hex
+    script_keys, args = submit_call(job_id, kind, job_request, key, request.state.request_id, inline)
+    owner, how = await state.submit(keys=script_keys, args=args)
+    owner = owner.decode()
+    if owner != job_id:
+        if how == b"answered":
+            state.metrics.answer_cache_hits.inc()
+        return owner, True
+    try:
+        await run_in_threadpool(enqueue, state.broker, PLAN, job_id)  # the broker's client blocks
+    except redis.RedisError as e:
+        await abandon(request, job_id, key, redis_problem(e))
+        raise
+    return job_id, False
+
+
+async def abandon(request: Request, job_id: str, request_key: str, error: dict) -> None:
+    """End a job that could not be queued, so that identical requests make a new one rather than
+    join it. Should Redis not take even that, the workers' watchdog re-plans the job later."""
+    script_keys, args = end_call(job_id, request_key, "failed", request.app.state.settings.job_ttl_s, error=error)
+    try:
+        await request.app.state.end(keys=script_keys, args=args)
+    except redis.RedisError:
+        pass
+
+
+async def read(r, job_id: str) -> dict | None:
+    pipe = r.pipeline(transaction=False)
+    pipe.hgetall(keys.job(job_id))
+    pipe.scard(keys.job_tiles_done(job_id))
+    fields, done = await pipe.execute()
+    if not fields:
+        return None
+    job = {k.decode(): v.decode() for k, v in fields.items()}
+    job["done"] = done
+    return job
+
+
+async def wait_for(r, job_id: str, seconds: float) -> dict:
+    """The job once it ends, or as it is after ``seconds``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    delay = 0.005
+    while True:
+        job = await read(r, job_id)
+        if job is None or job["status"] in TERMINAL or loop.time() >= deadline:
+            return job
+        await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+        delay = min(delay * 1.5, 0.1)
+
+
+def _time(value: str | None) -> str | None:
+    if not value:
+        return None
+    return datetime.fromtimestamp(float(value), timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def render(job: dict) -> dict:
+    total = int(job.get("total", 0))
+    done = total if job["status"] == "succeeded" else min(int(job.get("done", 0)), total)
+    return {"id": job["id"], "kind": job["kind"], "status": job["status"],
+            "progress": {"done": done, "total": total},
+            "created_at": _time(job.get("created_at")), "started_at": _time(job.get("started_at")),
+            "finished_at": _time(job.get("finished_at")),
+            "error": json.loads(job["error"]) if job.get("error") else None}
+
+
+def not_found(job_id: str) -> Problem:
+    return Problem(404, "Not found", f"no job {job_id} (finished jobs are kept for NTK_JOB_TTL_S)")
+
+
+async def conclude(request: Request, job: dict, *, joined: bool) -> Response:
+    """What a POST or GET .../result answers for a job: its answer, its problem, or 202/409."""
+    if job["status"] == "succeeded":
+        return await answer(request, job, cached=joined)
+    if job["status"] == "failed":
+        return respond(json.loads(job["error"]))
+    if job["status"] == "cancelled":
+        raise Problem(409, "Job cancelled", f"job {job['id']} was cancelled before it finished")
+    return JSONResponse({"job": render(job)}, status_code=202, headers={"Location": f"/v1/jobs/{job['id']}"})
+
+
+async def answer(request: Request, job: dict, *, cached: bool) -> Response:
+    r = request.app.state.redis
+    result = keys.job_result(job["id"])
+    meta = json.loads(job["answer"])
+    meta["cached"] = meta["cached"] or cached
+    if wants_npz(request):
+        return await stream_npz(r, result, meta, job["id"])
+    located = await parts(r, result)
+    data = None if located is None else await read_spans(r, result, spans(located, 0, size_of(located), 1 << 62))
+    if data is None:
+        raise expired(job["id"])
+    return await off_loop(request, encode_json, data, meta)
+
+
+async def parts(r, key: str) -> list[tuple[str, int]] | None:
+    """Where the bytes of the value stored at ``key`` lie, in order, as (key, length): the key
+    itself, or the chunks its manifest lists (ntk.core.keys: "Values in chunks"). None: gone."""
+    pipe = r.pipeline(transaction=True)
+    pipe.strlen(key)
+    pipe.getrange(key, 0, len(MANIFEST_MAGIC) - 1)
+    size, head = await pipe.execute()
+    if not size:
+        return None
+    if head != MANIFEST_MAGIC:
+        return [(key, size)]
+    manifest = Manifest.decode(await r.get(key) or b"")
+    return None if manifest is None else [(keys.chunk(digest), length) for digest, length in manifest.chunks]
+
+
+def size_of(located: list[tuple[str, int]]) -> int:
+    return sum(length for _, length in located)
+
+
+async def read_spans(r, key: str, ranges: list[tuple[str, int, int]]) -> bytes | None:
+    """The bytes of ``ranges`` (codec.spans) of the value at ``key``, read in one round trip; None
+    when a chunk was evicted: the value is gone, and so goes its manifest, so that the next
+    identical request computes it again rather than finding the answer cached."""
+    pipe = r.pipeline(transaction=False)
+    for part, first, last in ranges:
+        pipe.getrange(part, first, last)
+    pieces = await pipe.execute()
+    if any(len(piece) != last - first + 1 for piece, (_, first, last) in zip(pieces, ranges)):
+        await r.delete(key)
+        return None
+    return b"".join(pieces)
+
+
+def expired(job_id: str) -> Problem:
+    return Problem(410, "Result expired", f"the result of job {job_id} was evicted or expired: send the "
+                   "request again (cached tiles make that cheap)")
+
+
+def encode_json(data: bytes, meta: dict) -> JSONResponse:
+    return JSONResponse({**meta, **{name: a.tolist() for name, a in unpack(data).items()}})
+
+
+STREAM_CHUNK_BYTES = 4 << 20
+
+
+async def stream_npz(r, result: str, meta: dict, job_id: str) -> Response:
+    """The stored npz with ``meta`` added, sent as it is read: Redis hands it over in ranges of its
+    key or of its chunks, the next one read while the last is sent, so a large kernel is never held
+    whole in the API and Redis's reading overlaps the network's sending."""
+    located = await parts(r, result)
+    size = 0 if located is None else size_of(located)
+    tail = None if located is None else await read_spans(r, result, spans(located, max(0, size - TAIL_BYTES),
+                                                                           size, TAIL_BYTES))
+    if tail is None:
+        raise expired(job_id)
+    scalars = {name: np.asarray([np.inf if v is None else v for v in value] if name == "t" and
+                                isinstance(value, list) else value)
+               for name, value in meta.items() if value is not None}
+    kept, suffix = appended(size, tail, **scalars)
+    ranges = spans(located, 0, kept, STREAM_CHUNK_BYTES)
+
+    async def body():
+        reading = asyncio.ensure_future(r.getrange(*ranges[0]))
+        try:
+            for i, (_, first, last) in enumerate(ranges):
+                chunk = await reading
+                if i + 1 < len(ranges):
+                    reading = asyncio.ensure_future(r.getrange(*ranges[i + 1]))
+                if len(chunk) != last - first + 1:  # evicted mid-answer: the short body tells the client
+                    await r.delete(result)
+                    raise RuntimeError(f"the result of job {job_id} was evicted while it was being sent")
+                yield chunk
+            yield suffix
+        finally:
+            reading.cancel()
+
+    return StreamingResponse(body(), media_type=NPZ, headers={"Content-Length": str(kept + len(suffix))})
+
+
+async def cancel(request: Request, job: dict) -> None:
+    script_keys, args = end_call(job["id"], job["request_key"], "cancelled", request.app.state.settings.job_ttl_s)
+    await request.app.state.end(keys=script_keys, args=args)
+
+
+
+async def compute(request: Request, kind: str, job_request: dict, inline: dict[str, bytes], wait: float) -> Response:
+    """Submit, wait up to ``wait`` seconds, answer 200 (or the job's problem) or 202 with the job."""
+    job_id, joined = await submit(request, kind, job_request, inline)
+    logs.job_id.set(job_id)  # until the request ends (ntk.api.middleware.RequestContext)
+    job = await wait_for(request.app.state.redis, job_id, wait)
+    if job is None:  # its keys expired between submit and now: only with absurdly small TTLs
+        raise Problem(503, "Job lost", f"job {job_id} vanished from Redis; send the request again")
+    return await conclude(request, job, joined=joined)

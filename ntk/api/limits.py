@@ -1,0 +1,94 @@
+"""What one request may ask for (NTK_MAX_*), checked before any work is queued.
+
+Each refusal is a 422 naming the JSON path, the value, the limit and the environment variable
+that sets it, also as the problem's ``value``, ``limit`` and ``setting`` members. The body's size
+is refused before it is read, as a 413 (ntk.api.middleware.BodyLimit). The architecture's depth is
+NTK_MAX_LAYERS (a list longer than that is refused while parsing: ntk.api.problems); Residual
+nesting is the engine's own limit (ntk.spec.architecture), refused as a 422 that names it.
+"""
+
+from __future__ import annotations
+
+from math import prod
+
+from ntk.api.problems import Problem
+from ntk.api.schemas import KernelRequest, PredictRequest
+from ntk.core.settings import Settings
+from ntk.spec.architecture import Architecture, Conv, Dense, iter_layers
+
+
+def within(settings: Settings, field: str, value: int, path: str, what: str) -> None:
+    limit = getattr(settings, field)
+    if value > limit:
+        setting = Settings.env(field)
+        message = f"{what} is {value}, over the limit of {limit} ({setting})"
+        raise Problem(422, "Over a limit", f"{path}: {message}", errors=[{"path": path, "message": message}],
+                      value=value, limit=limit, setting=setting)
+
+
+def dimensions(shape: list[int]) -> str:
+    return " × ".join(map(str, shape))
+
+
+def check_points(settings: Settings, shape: list[int], path: str, what: str = "the number of points") -> None:
+    """An array of points, as one request or one dataset holds them."""
+    within(settings, "max_points", shape[0], path, what)
+    within(settings, "max_features", prod(shape[1:]), path, f"the numbers in one point ({dimensions(shape[1:])})")
+
+
+def check_pair_covariances(settings: Settings, architecture: Architecture, shape: list[int], path: str) -> None:
+    """What one pair of points costs the analytic kernel (ntk.core.settings: max_pair_covariances)."""
+    positions = prod(shape[1:-1])
+    if architecture.needs_full_spatial():
+        within(settings, "max_pair_covariances", positions**2, path, f"the covariances per pair of points "
+               f"({positions}² for {dimensions(shape[1:-1])} positions, all pairs of them with pooling)")
+    else:
+        within(settings, "max_pair_covariances", positions, path,
+               f"the covariances per pair of points (one per position: {dimensions(shape[1:-1])})")
+
+
+def check_depth(settings: Settings, architecture: Architecture) -> None:
+    within(settings, "max_layers", architecture.depth(), "architecture.layers",
+           "the number of layers (those inside Residual blocks included)")
+
+
+def widest_layer(architecture: Architecture) -> int:
+    widths = [layer.out_dim if isinstance(layer, Dense) else layer.out_chan
+              for layer in iter_layers(architecture.layers) if isinstance(layer, (Dense, Conv))]
+    return max(widths, default=1)
+
+
+def check_kernels(settings: Settings, body: KernelRequest, x1: dict, x2: dict | None, samples: int | None) -> None:
+    """x1 and x2 are resolved references (ntk.api.inputs): their ``shape`` is known; the architecture
+    is known to run on points of that shape (ntk.api.inputs.fits)."""
+    check_depth(settings, body.architecture)
+    n1 = x1["shape"][0]
+    n2 = n1 if x2 is None else x2["shape"][0]
+    check_points(settings, [n1 + (0 if x2 is None else n2), *x1["shape"][1:]], "x1", "the points in x1 and x2")
+    within(settings, "max_kernel_entries", n1 * n2, "x1" if x2 is None else "x2", f"the kernel's entries ({n1} × {n2})")
+    if body.method == "monte_carlo":
+        width = widest_layer(body.architecture)
+        within(settings, "max_mc_samples_width", samples * width, "samples",
+               f"samples × the widest layer ({samples} × {width})")
+        parameters = body.architecture.parameters(tuple(x1["shape"][1:]))
+        within(settings, "max_mc_parameters", parameters, "architecture",
+               "the parameters of one sampled network (fan-in × fan-out per Dense or Conv layer, and biases)")
+        within(settings, "max_mc_sampled_parameters", samples * parameters, "samples",
+               f"samples × the parameters of one network ({samples} × {parameters})")
+    else:
+        check_pair_covariances(settings, body.architecture, x1["shape"], "x1")
+
+
+def check_predict(settings: Settings, body: PredictRequest, x_train: dict, x_test: dict) -> None:
+    check_depth(settings, body.architecture)
+    n_train, n_test = x_train["shape"][0], x_test["shape"][0]
+    check_points(settings, [n_train + n_test, *x_train["shape"][1:]], "x_train", "the points in x_train and x_test")
+    within(settings, "max_train_points", n_train, "x_train", "the number of training points")
+    times = len(body.t) if isinstance(body.t, list) else 1
+    within(settings, "max_times", times, "t", "the number of times")
+    within(settings, "max_kernel_entries", n_test * n_train, "x_test",
+           f"the test × train kernel's entries ({n_test} × {n_train})")
+    if body.compute_cov:
+        within(settings, "max_kernel_entries", times * n_test**2, "x_test",
+               f"the covariances' entries ({times} times × {n_test} × {n_test})")
+    check_pair_covariances(settings, body.architecture, x_train["shape"], "x_train")

@@ -1,0 +1,40 @@
+"""POST /v1/kernels: NNGP/NTK Gram matrices, answered within ``wait`` seconds or as a job."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from ntk.api import deps, jobs, limits
+from ntk.api.inputs import Inputs, OffLoopJson, fits, same_features
+from ntk.engine.monte_carlo import DEFAULT_SAMPLES
+from ntk.api.problems import problem_responses
+from ntk.api.schemas import Accepted, KernelAnswer, KernelRequest
+
+router = APIRouter(prefix="/v1", tags=["kernels"], dependencies=[Depends(deps.authorize), Depends(deps.json_body)],
+                   route_class=OffLoopJson)
+
+
+WAIT = Query(30.0, ge=0, le=300, allow_inf_nan=False, description="seconds to wait for the answer before answering 202 with the job")
+# A job's own problem (422 for inputs the workers refuse, 503) is answered as the request's.
+PROBLEMS = problem_responses(400, 401, 409, 410, 413, 415, 422, 503)
+ANSWERS = {200: {"model": KernelAnswer, "content": {jobs.NPZ: {}}}, 202: {"model": Accepted}, **PROBLEMS}
+
+
+@router.post("/kernels", responses=ANSWERS)
+async def kernels(body: KernelRequest, request: Request, settings: deps.SettingsDep, wait: float = WAIT):
+    inputs = Inputs(request)
+    x1 = await inputs.points(body.x1, "x1")
+    x2 = None if body.x2 is None else await inputs.points(body.x2, "x2")
+    if x2 is not None:
+        same_features(x2, x1, "x2", "x1")
+    samples = (body.samples or DEFAULT_SAMPLES) if body.method == "monte_carlo" else None
+    architecture = fits(body.architecture, x1["shape"][1:])
+    limits.check_kernels(settings, body, x1, x2, samples)
+    job_request = {
+        "kind": "kernels", "architecture": architecture,
+        "dtype": body.dtype or settings.dtype, "x1": x1, "x2": x2, "get": sorted(set(body.get)),
+        "method": body.method,
+        "samples": samples,
+        "seed": (body.seed or 0) if body.method == "monte_carlo" else None,
+    }
+    return await jobs.compute(request, "kernels", job_request, inputs.inline, wait)

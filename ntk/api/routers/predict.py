@@ -1,0 +1,33 @@
+"""POST /v1/predict: the infinite ensemble's mean and covariance after training for time t."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from ntk.api import deps, jobs, limits
+from ntk.api.inputs import Inputs, OffLoopJson, fits, same_features
+from ntk.api.routers.kernels import PROBLEMS, WAIT
+from ntk.api.schemas import Accepted, PredictAnswer, PredictRequest
+
+router = APIRouter(prefix="/v1", tags=["predict"], dependencies=[Depends(deps.authorize), Depends(deps.json_body)],
+                   route_class=OffLoopJson)
+
+ANSWERS = {200: {"model": PredictAnswer, "content": {jobs.NPZ: {}}}, 202: {"model": Accepted}, **PROBLEMS}
+
+
+@router.post("/predict", responses=ANSWERS)
+async def predict(body: PredictRequest, request: Request, settings: deps.SettingsDep, wait: float = WAIT):
+    inputs = Inputs(request)
+    x_train = await inputs.points(body.x_train, "x_train")
+    y_train = await inputs.targets(body.y_train, "y_train", x_train["shape"][0])
+    x_test = await inputs.points(body.x_test, "x_test")
+    same_features(x_test, x_train, "x_test", "x_train")
+    limits.check_predict(settings, body, x_train, x_test)
+    job_request = {
+        "kind": "predict", "architecture": fits(body.architecture, x_train["shape"][1:]),
+        "dtype": body.dtype or settings.dtype, "x_train": x_train, "y_train": y_train, "x_test": x_test,
+        "kernel": body.kernel, "targets": body.targets, "t": body.t, "learning_rate": body.learning_rate,
+        "diag_reg": body.diag_reg, "diag_reg_absolute_scale": body.diag_reg_absolute_scale,
+        "compute_cov": body.compute_cov,
+    }
+    return await jobs.compute(request, "predict", job_request, inputs.inline, wait)

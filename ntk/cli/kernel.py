@@ -1,0 +1,58 @@
+"""``ntk kernel``: NNGP/NTK Gram matrices of an architecture, computed here or on a server."""
+
+from __future__ import annotations
+
+from .arrays import DTYPES, add_remote_options, connect, local_device, read_array, read_spec, write_npz
+from .errors import engine_errors, server_errors
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("kernel", help="compute K(x1, x2) and/or Θ(x1, x2) into an .npz")
+    p.add_argument("--arch", required=True, help="architecture spec: a JSON file (docs/architecture.md)")
+    p.add_argument("--x1", required=True, help=".npy (or .npz field x) of inputs")
+    p.add_argument("--x2", help="second inputs (default: x1)")
+    p.add_argument("--get", default="nngp,ntk", help="comma-separated: nngp, ntk")
+    p.add_argument("--dtype", default="float64", choices=DTYPES, help="floating-point precision of the computation")
+    p.add_argument("--method", default="analytic", choices=("analytic", "monte_carlo"))
+    # None: the engine's (and the service's) DEFAULT_SAMPLES, named here without importing torch
+    p.add_argument("--samples", type=int, help="networks averaged by monte_carlo (default: 100, as the service)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the monte_carlo networks")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default $NTK_DEVICE or auto)")
+    p.add_argument("--out", required=True, help="output .npz (fields nngp, ntk[, *_stderr])")
+    add_remote_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    spec = read_spec(args.arch)
+    x1 = read_array(args.x1)
+    x2 = None if args.x2 is None else read_array(args.x2)
+    get = tuple(g.strip() for g in args.get.split(",") if g.strip())
+    monte_carlo = args.method == "monte_carlo"
+    if args.url:
+        with server_errors(args.url), connect(args) as client:
+            result = client.kernels(spec, x1, x2=x2, get=get, dtype=args.dtype, method=args.method,
+                                    samples=args.samples if monte_carlo else None,
+                                    seed=args.seed if monte_carlo else None)
+    else:
+        with engine_errors():
+            result = compute_locally(spec, x1, x2, get, args)
+    write_npz(args.out, result)
+    return 0
+
+
+def compute_locally(spec, x1, x2, get, args) -> dict:
+    import torch
+
+    from ntk.engine import kernel_fn
+
+    dtype, device = getattr(torch, args.dtype), local_device(args.device)
+    if args.method == "monte_carlo":
+        from ntk.engine.monte_carlo import DEFAULT_SAMPLES, monte_carlo_kernel_fn
+
+        samples = DEFAULT_SAMPLES if args.samples is None else args.samples
+        out = monte_carlo_kernel_fn(spec, x1, x2, get=get, samples=samples, seed=args.seed, dtype=dtype,
+                                    device=device)
+    else:
+        out = kernel_fn(spec, x1, x2, get=get, dtype=dtype, device=device)
+    return {k: v.cpu().numpy() for k, v in out.items()}

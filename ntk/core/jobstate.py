@@ -1,0 +1,143 @@
+"""A job's life in Redis: created (single flight), running, and ended exactly once.
+
+Transitions are Lua scripts so that they are atomic against each other: a cancel racing a worker's
+"succeeded" ends the job once, and sixteen identical submissions racing each other create one job.
+The API runs the same scripts through redis.asyncio; the workers through the blocking client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import redis
+
+from ntk.core import keys
+
+log = logging.getLogger("ntk.worker")
+
+ACTIVE = ("queued", "running")
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+# Single flight: the job that answers a request is decided here, once, by Redis. KEYS: answer,
+# inflight, new job, its inputs, active-jobs zset. ARGV: new job id, now, kind, request JSON,
+# request key, job key prefix, result key suffix, request id, then digest and npy bytes of each inline
+# input. Answers {job id, how}: 'answered' by an ended job whose result is still kept, 'joined' to
+# an active one, or 'created' (the new job, queued with its inputs). The answer is looked up here
+# rather than before the script, so that a job ending in between cannot leave a request to make a
+# second one. Run twice with the same ARGV (a client retrying after a reply was lost), the script
+# finds the job its first run created: the caller knows it by its id and queues it once.
+SUBMIT = """
+local answered = redis.call('GET', KEYS[1])
+if answered and redis.call('EXISTS', ARGV[6] .. answered, ARGV[6] .. answered .. ARGV[7]) == 2 then
+  return {answered, 'answered'}
+end
+local current = redis.call('GET', KEYS[2])
+if current then
+  local status = redis.call('HGET', ARGV[6] .. current, 'status')
+  if status == 'queued' or status == 'running' then return {current, 'joined'} end
+end
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[3], 'id', ARGV[1], 'status', 'queued', 'created_at', ARGV[2], 'kind', ARGV[3],
+           'request', ARGV[4], 'request_key', ARGV[5], 'request_id', ARGV[8])
+if #ARGV > 8 then redis.call('HSET', KEYS[4], unpack(ARGV, 9)) end
+redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
+return {ARGV[1], 'created'}
+"""
+
+# KEYS: job. ARGV: now. Answers the job's status after the attempt.
+START = """
+if redis.call('HGET', KEYS[1], 'status') == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
+end
+return redis.call('HGET', KEYS[1], 'status')
+"""
+
+# KEYS: job, inputs, done set, result, active zset, inflight, answer, stats.
+# ARGV: job id, final status, now, error JSON or '', answer meta JSON or '', ttl. Answers 1 if it ended the job.
+END = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'queued' and status ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished_at', ARGV[3])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[4]) end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'answer', ARGV[5]) end
+redis.call('ZREM', KEYS[5], ARGV[1])
+if redis.call('GET', KEYS[6]) == ARGV[1] then redis.call('DEL', KEYS[6]) end
+if ARGV[2] == 'succeeded' then redis.call('SET', KEYS[7], ARGV[1], 'EX', ARGV[6]) end
+for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
+redis.call('HINCRBY', KEYS[8], 'jobs_' .. ARGV[2], 1)
+return 1
+"""
+
+
+def submit_call(job_id: str, kind: str, request: dict, request_key: str, request_id: str,
+                inline: dict[str, bytes]) -> tuple[list, list]:
+    """KEYS and ARGV of SUBMIT; ``request_id`` is the HTTP request's (ntk.core.logs), kept for the job's
+    logs; ``inline`` the npy bytes of the request's inline arrays by digest, stored with a new job."""
+    return ([keys.answer(request_key), keys.inflight(request_key), keys.job(job_id), keys.job_inputs(job_id),
+             keys.ACTIVE_JOBS],
+            [job_id, time.time(), kind, json.dumps(request), request_key, keys.job(""),
+             keys.job_result(job_id).removeprefix(keys.job(job_id)), request_id,
+             *(item for digest_and_bytes in inline.items() for item in digest_and_bytes)])
+
+
+def end_call(job_id: str, request_key: str, status: str, ttl: int, *, error: dict | None = None,
+             answer: dict | None = None) -> tuple[list, list]:
+    """KEYS and ARGV of END."""
+    return ([keys.job(job_id), keys.job_inputs(job_id), keys.job_tiles_done(job_id), keys.job_result(job_id),
+             keys.ACTIVE_JOBS, keys.inflight(request_key), keys.answer(request_key), keys.STATS],
+            [job_id, status, time.time(), json.dumps(error) if error else "", json.dumps(answer) if answer else "", ttl])
+
+
+def problem(status: int, title: str, detail: str, **extra) -> dict:
+    """An RFC 9457 problem object, as a failed job carries it in `error`."""
+    return {"type": f"https://ntk.dev/problems/{title.lower().replace(' ', '-')}", "title": title,
+            "status": status, "detail": detail, **extra}
+
+
+def redis_problem(error: redis.RedisError) -> dict:
+    """A Redis failure as callers should read it: full (507: free memory first) or unavailable (503: retry)."""
+    if isinstance(error, redis.OutOfMemoryError):
+        return problem(507, "Insufficient storage", "Redis is out of memory and holds nothing it may evict "
+                       "(datasets and running jobs are kept until deleted): delete datasets you no longer "
+                       "need, or raise Redis' maxmemory")
+    # What redis-py says (commands, keys, addresses) is for the logs, never for an answer.
+    if isinstance(error, redis.TimeoutError):
+        why = "it did not answer in time"
+    elif isinstance(error, redis.ConnectionError):
+        why = "it cannot be reached"
+    else:
+        why = "it refused a command"
+    return problem(503, "Redis unavailable", f"the service cannot use its Redis now ({why}); retry shortly")
+
+
+class Jobs:
+    """Blocking job transitions, for the workers."""
+
+    def __init__(self, redis, ttl: int):
+        self.redis = redis
+        self.ttl = ttl
+        self._start = redis.register_script(START)
+        self._end = redis.register_script(END)
+
+    def get(self, job_id: str) -> dict:
+        return {k.decode(): v.decode() for k, v in self.redis.hgetall(keys.job(job_id)).items()}
+
+    def start(self, job_id: str) -> str:
+        """Mark a queued job running; answers its status ("" when the job is gone)."""
+        return (self._start(keys=[keys.job(job_id)], args=[time.time()]) or b"").decode()
+
+    def end(self, job: dict, status: str, *, error: dict | None = None, answer: dict | None = None) -> bool:
+        k, a = end_call(job["id"], job["request_key"], status, self.ttl, error=error, answer=answer)
+        return bool(self._end(keys=k, args=a))
+
+    def fail(self, job: dict, error: dict) -> bool:
+        ended = self.end(job, "failed", error=error)
+        if ended:
+            log.warning("failed: %d %s: %s", error["status"], error["title"], error["detail"])
+        return ended
+
+    def touch(self, job_id: str) -> None:
+        """Record progress, for the watchdog (only while the job is active)."""
+        self.redis.zadd(keys.ACTIVE_JOBS, {job_id: time.time()}, xx=True)

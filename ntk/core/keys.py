@@ -1,0 +1,111 @@
+"""The Redis key layout, shared by the API and the workers.
+
+Under ``maxmemory-policy volatile-lru`` only keys with a TTL can be evicted, so the TTL is the
+durability class: datasets, active jobs, the live-worker set and Dramatiq's queue keys have none
+and are never evicted; tiles, factorizations and finished jobs' results have one and are
+recomputed (or re-requested) when evicted, as are the rate limiter's counters (``ntk:ratelimit:``,
+ntk.api.middleware.RateLimit), which expire with their window.
+
+Values in chunks
+----------------
+A tile, a factorization or a job's result (an npz, ntk.core.codec) may be larger than Redis takes
+in one string (``proto-max-bulk-len``, 512 MB by default), and one large string blocks Redis while
+it is copied. So a value over ``NTK_VALUE_CHUNK_BYTES`` (4 MiB) is stored as chunks::
+
+    ntk:factorization:<key>   "ntk-chunks/1\n" + JSON [[digest, length], ...]   (the manifest)
+    ntk:chunk:<digest>        bytes of one chunk, at most NTK_VALUE_CHUNK_BYTES
+
+and a smaller value is its key's own bytes (an npz starts "PK", never the manifest's magic).
+A chunk is named by the hash of its content (codec.chunk_digest): its bytes never change, so
+two workers writing the same value at once write the same keys, and a reader can never mix
+chunks of two writes. Writers send the chunks in pipelines as the value is serialized, and the
+manifest last: whoever finds the manifest finds every chunk written. Chunks take the TTL of
+their value (cache: NTK_CACHE_TTL_S; results: NTK_JOB_TTL_S), so volatile-lru may evict any of
+them: a value with a chunk missing is gone, as if its manifest were (recomputed, or 410).
+"""
+
+from __future__ import annotations
+
+PREFIX = "ntk"
+
+# no TTL: kept until deleted
+ACTIVE_JOBS = f"{PREFIX}:jobs:active"      # zset job id -> time of its last progress (the watchdog's view)
+WORKERS = f"{PREFIX}:workers"              # zset worker id -> time of its last beat
+STATS = f"{PREFIX}:stats"                  # hash of counters the workers produce, exposed by /metrics
+
+
+def dataset(dataset_id: str) -> str:
+    """hash: meta (JSON), x and y (npy bytes)."""
+    return f"{PREFIX}:dataset:{dataset_id}"
+
+
+def job(job_id: str) -> str:
+    """hash: status, kind, times, progress total, request (JSON), answer meta, error (JSON)."""
+    return f"{PREFIX}:job:{job_id}"
+
+
+def job_inputs(job_id: str) -> str:
+    """hash: digest -> npy bytes of the arrays a job was sent inline."""
+    return f"{PREFIX}:job:{job_id}:inputs"
+
+
+def job_tiles_done(job_id: str) -> str:
+    """set of the tile keys this job found or computed (its progress)."""
+    return f"{PREFIX}:job:{job_id}:done"
+
+
+def job_result(job_id: str) -> str:
+    """npz bytes of the answer's arrays, or their manifest (TTL NTK_JOB_TTL_S)."""
+    return f"{PREFIX}:job:{job_id}:result"
+
+
+def inflight(request_key: str) -> str:
+    """the id of the job computing this request now: identical requests join it (single flight)."""
+    return f"{PREFIX}:inflight:{request_key}"
+
+
+def answer(request_key: str) -> str:
+    """the id of the last job that answered this request (TTL): a repeat is served from its result."""
+    return f"{PREFIX}:answer:{request_key}"
+
+
+def deliveries(message_id: str) -> str:
+    """how often a task was delivered without finishing (the poison-task guard)."""
+    return f"{PREFIX}:deliveries:{message_id}"
+
+
+def watchdog_lock(job_id: str) -> str:
+    return f"{PREFIX}:watchdog:{job_id}"
+
+
+# TTL: cache entries, evictable
+def tile(block_id: str, tile: tuple[int, int, int, int]) -> str:
+    """npz bytes (or manifest) of one tile of a Gram matrix, both kernels."""
+    i0, i1, j0, j1 = tile
+    return f"{PREFIX}:tile:{block_id}:{i0}-{i1}:{j0}-{j1}"
+
+
+def factorization(key: str) -> str:
+    """npz bytes (or manifest) of a train kernel's factorization (predict.Factorization.to_arrays)."""
+    return f"{PREFIX}:factorization:{key}"
+
+
+def chunk(digest: str) -> str:
+    """bytes of one chunk of a large value (see "Values in chunks"), named by its content."""
+    return f"{PREFIX}:chunk:{digest}"
+
+
+def max_learning_rate(block_id: str) -> str:
+    """the train NTK's max learning rate per target entry (it scales linearly with y_train.size)."""
+    return f"{PREFIX}:max-lr:{block_id}"
+
+
+def eviction_risk(policy: str) -> str | None:
+    """What is wrong with a Redis ``maxmemory-policy`` for this layout, if anything."""
+    if policy.startswith("allkeys"):
+        return (f"Redis maxmemory-policy is {policy}: it may evict datasets, running jobs and queued tasks; "
+                "use volatile-lru, which evicts only cache entries")
+    if policy == "noeviction":
+        return ("Redis maxmemory-policy is noeviction: cached tiles are never evicted, so once memory is full "
+                "every write fails (507) until datasets are deleted; volatile-lru evicts the cache instead")
+    return None

@@ -1,0 +1,1 @@
+"""The architecture specification: the JSON a client sends, validated without torch."""

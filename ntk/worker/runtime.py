@@ -1,0 +1,101 @@
+"""A worker process: one Dramatiq worker thread, prefetch 1, a warm device, a heartbeat, a watchdog.
+
+One thread per process (per GPU) because the engine saturates its device; prefetch 1 so a busy
+worker never sits on a task another worker could take, and a SIGKILLed one loses only the task it
+was running (Dramatiq re-delivers it once the worker's broker heartbeat times out).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+
+import dramatiq
+import redis
+import torch
+
+from ntk.core import logs
+from ntk.core import keys
+from ntk.worker.broker import PLAN, enqueue
+from ntk.engine import kernel_fn
+from ntk.core.jobstate import problem
+
+log = logging.getLogger("ntk.worker")
+
+WATCHDOG_REPLANS = 3
+
+
+def warm_up(device: torch.device) -> None:
+    """Create the CUDA context and load kernels now, not in the first user's request."""
+    kernel_fn({"layers": [{"type": "Dense", "out_dim": 1}, {"type": "Relu"}, {"type": "Dense", "out_dim": 1}]},
+              torch.ones(2, 2), device=device)
+
+
+def beat(client: redis.Redis, worker_id: str, every_s: float, stop: threading.Event) -> None:
+    """Report this worker alive in a zset (no TTL, so volatile-lru never evicts a live worker)."""
+    while not stop.wait(every_s):
+        try:
+            client.zadd(keys.WORKERS, {worker_id: time.time()})
+        except redis.RedisError as e:  # Redis is down: /readyz says so; keep beating
+            log.warning("heartbeat failed: %s", e)
+
+
+def watchdog(client: redis.Redis, broker, jobs, stall_s: float, stop: threading.Event) -> None:
+    """Re-plan jobs that made no progress for ``stall_s`` (a task lost with a Redis that restarted
+    without its AOF, an enqueue that died with its process); fail them after a few tries."""
+    while not stop.wait(min(stall_s / 4, 60)):
+        try:
+            for job_id in client.zrangebyscore(keys.ACTIVE_JOBS, 0, time.time() - stall_s):
+                job_id = job_id.decode()
+                if not client.set(keys.watchdog_lock(job_id), 1, nx=True, ex=int(stall_s)):
+                    continue  # another worker's watchdog has it
+                job = jobs.get(job_id)
+                if not job:
+                    client.zrem(keys.ACTIVE_JOBS, job_id)
+                    continue
+                replans = client.hincrby(keys.job(job_id), "replans", 1)
+                with logs.bound(request_id=job.get("request_id"), job_id=job_id):  # the re-plan's tasks carry both
+                    if replans > WATCHDOG_REPLANS:
+                        jobs.fail(job, problem(503, "Job stalled", f"no progress for {stall_s:.0f} s, {replans - 1} times"))
+                    else:
+                        log.warning("stalled; re-planning")
+                        jobs.touch(job_id)
+                        enqueue(broker, PLAN, job_id)
+        except redis.RedisError as e:
+            log.warning("watchdog: %s", e)
+
+
+def run() -> int:
+    """Run one worker until SIGTERM/SIGINT; the task in progress finishes first."""
+    from ntk.worker import tasks  # configures the broker from the settings and declares the actors
+
+    warm_up(tasks.device)
+    worker = dramatiq.Worker(tasks.broker, worker_threads=1, worker_timeout=tasks.settings.worker_poll_ms)
+    worker.queue_prefetch = 1  # Dramatiq's default is 2 per thread: one task would wait behind the other
+    worker.start()
+    worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    stop = threading.Event()
+    threads = [threading.Thread(target=beat, args=(tasks.store.redis, worker_id, tasks.settings.worker_beat_s, stop)),
+               threading.Thread(target=watchdog, args=(tasks.store.redis, tasks.broker, tasks.jobs,
+                                                       tasks.settings.job_stall_s, stop))]
+    for thread in threads:
+        thread.daemon = True
+        thread.start()
+    tasks.store.redis.zadd(keys.WORKERS, {worker_id: time.time()})
+    log.info("worker %s ready on %s", worker_id, tasks.device)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    log.info("worker %s stopping", worker_id)
+    worker.stop()
+    try:
+        tasks.store.redis.zrem(keys.WORKERS, worker_id)
+    except redis.RedisError:
+        pass
+    return 0
