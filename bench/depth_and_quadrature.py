@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from ntk.engine import kernel_fn, spec  # noqa: E402
+from ntk.engine import kernel_fn  # noqa: E402
 from ntk.spec.architecture import Architecture, LayerAdapter  # noqa: E402
 
 

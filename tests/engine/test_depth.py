@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from ntk.engine import kernel_fn, spec
+from ntk.engine import kernel_fn
+from ntk.spec import architecture as spec
 from ntk.spec.architecture import MAX_LAYERS, Architecture, LayerAdapter, SpecError
 
 W_STD = math.sqrt(2.0)
