@@ -19,7 +19,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import protocol  # noqa: E402
-from ntk.engine import kernel_fn, kernel_tile, resolve_device, tiles  # noqa: E402
+from ntk.core.settings import Settings  # noqa: E402
+from ntk.engine import Budget, kernel_fn, kernel_tile, resolve_device, tiles  # noqa: E402
+from ntk.worker.allocator import keep_freed_memory  # noqa: E402
 
 STATE: dict = {}
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -35,7 +37,9 @@ def setup(req):
     STATE.clear()
     STATE["case"] = case
     STATE["dtype"] = DTYPES[case["dtype"]]
-    STATE["device"] = device = resolve_device(case.get("device"))
+    settings = Settings()  # NTK_DEVICE, NTK_BLOCK_BYTES and NTK_CACHE_BYTES, as a worker reads them
+    STATE["budget"] = Budget(settings.block_bytes, settings.cache_bytes)
+    STATE["device"] = device = resolve_device(case.get("device") or settings.device)
     load = lambda p: None if p is None else torch.as_tensor(np.load(p), dtype=STATE["dtype"], device=device)
     STATE["x1"] = load(case["x1"])
     STATE["x2"] = load(case.get("x2"))
@@ -73,7 +77,7 @@ def engine_fingerprint() -> str:
 def _kernel_whole():
     c = STATE["case"]
     out = kernel_fn(c["spec"], STATE["x1"], STATE["x2"], get=c["get"], dtype=STATE["dtype"],
-                    device=STATE["device"])
+                    device=STATE["device"], budget=STATE["budget"])
     _sync()
     return out
 
@@ -97,7 +101,7 @@ def _kernel_tiled():
         done += 1
         entries += (i1 - i0) * (j1 - j0) * (2 if n2 is None and i0 != j0 else 1)
         block = kernel_tile(c["spec"], x1, x2, tile, get=c["get"], dtype=STATE["dtype"],
-                            device=STATE["device"])
+                            device=STATE["device"], budget=STATE["budget"])
         for g, b in block.items():
             full[g][i0:i1, j0:j1] = b
             if n2 is None and i0 != j0:
@@ -119,7 +123,7 @@ def _predict():
                             learning_rate=p.get("learning_rate", 1.0), diag_reg=p.get("diag_reg", 0.0),
                             diag_reg_absolute_scale=p.get("diag_reg_absolute_scale", False),
                             compute_cov=p.get("compute_cov", True), dtype=STATE["dtype"],
-                            device=STATE["device"])
+                            device=STATE["device"], budget=STATE["budget"])
     _sync()
     res = {"mean": out.mean}
     if out.covariance is not None:
@@ -201,4 +205,5 @@ def peak(req):
 
 
 if __name__ == "__main__":
+    keep_freed_memory()  # as a worker does at start
     protocol.serve({"setup": setup, "run": run, "peak": peak})

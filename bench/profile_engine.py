@@ -27,6 +27,7 @@ import torch  # noqa: E402
 
 import harness  # noqa: E402
 from ntk.engine import kernel_fn  # noqa: E402
+from ntk.worker.allocator import keep_freed_memory  # noqa: E402
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -48,6 +49,7 @@ def make_call(case: harness.Case, device):
 
 
 def main():
+    keep_freed_memory()  # as a worker does at start
     ap = argparse.ArgumentParser()
     ap.add_argument("case")
     ap.add_argument("--size", default="full")

@@ -18,7 +18,7 @@ from ntk.api.problems import problem_responses
 from ntk.api.routers import datasets, health, jobs, kernels, predict
 from ntk.core.settings import Settings, get_settings
 from ntk.core import keys
-from ntk.worker.broker import build_broker
+from ntk.core.broker import build_broker
 from ntk.core.jobstate import END, SUBMIT
 
 log = logging.getLogger("ntk.api")

@@ -18,10 +18,11 @@ from ntk.core import logs
 from ntk.api.inputs import off_loop
 from ntk.api.problems import Problem, respond
 from ntk.core import keys
-from ntk.worker.broker import PLAN, enqueue
+from ntk.core.broker import PLAN, enqueue
 from ntk.core.codec import MANIFEST_MAGIC, TAIL_BYTES, Manifest, appended, spans, unpack
-from ntk.core.jobstate import TERMINAL, end_call, redis_problem, submit_call
-from ntk.worker.plan import request_key
+from ntk.core.jobstate import TERMINAL, end_call, submit_call
+from ntk.core.problems import redis_problem
+from ntk.core.job import KernelJob, PredictJob, request_key, times_as_floats
 
 NPZ = "application/x-npz"
 JOB_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex, as submit makes them
@@ -57,7 +58,7 @@ def wants_npz(request: Request) -> bool:
     return npz_specificity == 2 and npz_q > 0 and npz_q >= preference(accept, "application/json")[0]
 
 
-async def submit(request: Request, kind: str, job_request: dict, inline: dict[str, bytes]) -> tuple[str, bool]:
+async def submit(request: Request, submitted: KernelJob | PredictJob, inline: dict[str, bytes]) -> tuple[str, bool]:
     """The id of the job answering this request, and whether it was already there (answered or
     running): then nothing is computed for this call, which is what ``cached`` reports.
 
@@ -65,9 +66,9 @@ async def submit(request: Request, kind: str, job_request: dict, inline: dict[st
     lost and the script run again (ntk.api.deps.redis_client), the job it created is found by its id.
     """
     state = request.app.state
-    key = request_key(job_request)
+    key = request_key(submitted)
     job_id = uuid.uuid4().hex
-    script_keys, args = submit_call(job_id, kind, job_request, key, request.state.request_id, inline)
+    script_keys, args = submit_call(job_id, submitted, key, request.state.request_id, inline)
     owner, how = await state.submit(keys=script_keys, args=args)
     owner = owner.decode()
     if owner != job_id:
@@ -217,8 +218,7 @@ async def stream_npz(r, result: str, meta: dict, job_id: str) -> Response:
                                                                            size, TAIL_BYTES))
     if tail is None:
         raise expired(job_id)
-    scalars = {name: np.asarray([np.inf if v is None else v for v in value] if name == "t" and
-                                isinstance(value, list) else value)
+    scalars = {name: np.asarray(times_as_floats(value) if name == "t" else value)
                for name, value in meta.items() if value is not None}
     kept, suffix = appended(size, tail, **scalars)
     ranges = spans(located, 0, kept, STREAM_CHUNK_BYTES)
@@ -247,9 +247,10 @@ async def cancel(request: Request, job: dict) -> None:
 
 
 
-async def compute(request: Request, kind: str, job_request: dict, inline: dict[str, bytes], wait: float) -> Response:
+async def compute(request: Request, submitted: KernelJob | PredictJob, inline: dict[str, bytes],
+                  wait: float) -> Response:
     """Submit, wait up to ``wait`` seconds, answer 200 (or the job's problem) or 202 with the job."""
-    job_id, joined = await submit(request, kind, job_request, inline)
+    job_id, joined = await submit(request, submitted, inline)
     logs.job_id.set(job_id)  # until the request ends (ntk.api.middleware.RequestContext)
     job = await wait_for(request.app.state.redis, job_id, wait)
     if job is None:  # its keys expired between submit and now: only with absurdly small TTLs

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from ntk.core import keys
-from ntk.worker.broker import QUEUE
+from ntk.core.broker import QUEUE
 from ntk.core.jobstate import ACTIVE, TERMINAL
 
 BROKER_NAMESPACE = "dramatiq"  # RedisBroker's default key namespace

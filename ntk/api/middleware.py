@@ -22,7 +22,7 @@ from limits.errors import StorageError
 from ntk.core import logs
 from ntk.api.problems import Problem, respond
 from ntk.core.settings import Settings
-from ntk.core.jobstate import problem
+from ntk.core.problems import problem
 
 access_log = logging.getLogger("ntk.access")
 log = logging.getLogger("ntk.api")

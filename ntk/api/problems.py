@@ -22,7 +22,7 @@ from starlette.responses import Response
 
 from ntk.api.schemas import DatasetRef, ProblemDetails
 from ntk.spec.architecture import MAX_RESIDUAL_NESTING, Architecture, Layer, format_path, layer_model, suggest
-from ntk.core.jobstate import problem, redis_problem
+from ntk.core.problems import problem, redis_problem
 
 log = logging.getLogger("ntk.api")
 

@@ -6,13 +6,13 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
-from ntk.engine.monte_carlo import DEFAULT_SAMPLES, MAX_SAMPLES
+from ntk.core.job import Times
 from ntk.spec.architecture import Architecture
+from ntk.spec.limits import DEFAULT_SAMPLES, MAX_SAMPLES
 
 Kernel = Literal["nngp", "ntk"]
 DType = Literal["float32", "float64"]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
-Time = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class Strict(BaseModel):
@@ -33,13 +33,6 @@ def _array_kind(value: Any) -> str:
 ArrayRef = Annotated[
     Union[Annotated[DatasetRef, Tag("dataset-ref")], Annotated[list[Any], Tag("inline")]],
     Discriminator(_array_kind),
-]
-
-
-# How many one prediction may ask for is a setting (NTK_MAX_TIMES, ntk.api.limits), not part of the schema.
-Times = Annotated[
-    Union[Annotated[Time, Tag("time")], Annotated[list[Time | None], Field(min_length=1), Tag("times")]],
-    Discriminator(lambda value: "times" if isinstance(value, list) else "time"),
 ]
 
 

@@ -4,14 +4,13 @@ options that ``kernel`` and ``predict`` share. Every unusable input is a UserErr
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from .errors import UsageError, UserError
+from .errors import UsageError, UserError, settings_errors
 
 DTYPES = ("float32", "float64")
 NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"  # .npz files are zip archives
@@ -106,15 +105,28 @@ def connect(args):
     return Client(args.url, api_key=args.api_key)
 
 
-def local_device(name: str | None):
-    """--device as a torch device, checked here: a CUDA device that does not exist is a user error."""
+def engine_settings(device_name: str | None) -> dict:
+    """The engine's device (--device, else NTK_DEVICE) and memory budget (NTK_BLOCK_BYTES,
+    NTK_CACHE_BYTES), as a worker takes them from the settings: ``kernel_fn``'s keywords."""
+    from ntk.core.settings import get_settings
+    from ntk.engine.kernel import Budget
+
+    with settings_errors():
+        settings = get_settings()
+    return {"device": local_device(device_name, settings.device),
+            "budget": Budget(settings.block_bytes, settings.cache_bytes)}
+
+
+def local_device(name: str | None, default: str):
+    """--device (else ``default``, NTK_DEVICE's) as a torch device, checked here: a CUDA device
+    that does not exist is a user error."""
     import torch
 
     from ntk.engine.kernel import resolve_device
 
-    given = f"--device {name}" if name else f"NTK_DEVICE={os.environ.get('NTK_DEVICE')}"
+    given = f"--device {name}" if name else f"NTK_DEVICE={default}"
     try:
-        device = resolve_device(name)
+        device = resolve_device(name or default)
     except RuntimeError as e:
         raise UserError(f"{given}: not a device (auto, cpu, cuda or cuda:N)") from e
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():

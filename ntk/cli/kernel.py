@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .arrays import DTYPES, add_remote_options, connect, local_device, read_array, read_spec, write_npz
+from ntk.spec.limits import DEFAULT_SAMPLES
+
+from .arrays import DTYPES, add_remote_options, connect, engine_settings, read_array, read_spec, write_npz
 from .errors import engine_errors, server_errors
 
 
@@ -14,8 +16,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--get", default="nngp,ntk", help="comma-separated: nngp, ntk")
     p.add_argument("--dtype", default="float64", choices=DTYPES, help="floating-point precision of the computation")
     p.add_argument("--method", default="analytic", choices=("analytic", "monte_carlo"))
-    # None: the engine's (and the service's) DEFAULT_SAMPLES, named here without importing torch
-    p.add_argument("--samples", type=int, help="networks averaged by monte_carlo (default: 100, as the service)")
+    # None: with --url the service's default, which is this one
+    p.add_argument("--samples", type=int, help=f"networks averaged by monte_carlo (default: {DEFAULT_SAMPLES}, as "
+                   "the service)")
     p.add_argument("--seed", type=int, default=0, help="seed of the monte_carlo networks")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default $NTK_DEVICE or auto)")
     p.add_argument("--out", required=True, help="output .npz (fields nngp, ntk[, *_stderr])")
@@ -45,14 +48,16 @@ def compute_locally(spec, x1, x2, get, args) -> dict:
     import torch
 
     from ntk.engine import kernel_fn
+    from ntk.worker.allocator import keep_freed_memory
 
-    dtype, device = getattr(torch, args.dtype), local_device(args.device)
+    keep_freed_memory()
+    dtype, engine = getattr(torch, args.dtype), engine_settings(args.device)
     if args.method == "monte_carlo":
-        from ntk.engine.monte_carlo import DEFAULT_SAMPLES, monte_carlo_kernel_fn
+        from ntk.engine.monte_carlo import monte_carlo_kernel_fn
 
         samples = DEFAULT_SAMPLES if args.samples is None else args.samples
         out = monte_carlo_kernel_fn(spec, x1, x2, get=get, samples=samples, seed=args.seed, dtype=dtype,
-                                    device=device)
+                                    device=engine["device"])
     else:
-        out = kernel_fn(spec, x1, x2, get=get, dtype=dtype, device=device)
+        out = kernel_fn(spec, x1, x2, get=get, dtype=dtype, **engine)
     return {k: v.cpu().numpy() for k, v in out.items()}

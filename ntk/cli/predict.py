@@ -7,13 +7,16 @@ import math
 
 import numpy as np
 
-from .arrays import (DTYPES, add_remote_options, connect, local_device, read_array, read_spec, read_training_set,
+from ntk.core.job import engine_times, times_as_floats
+
+from .arrays import (DTYPES, add_remote_options, connect, engine_settings, read_array, read_spec, read_training_set,
                      write_npz)
 from .errors import engine_errors, server_errors
 
 
 def parse_times(value: str):
-    """'inf' → None (t = ∞); '10' → 10.0; '1,10,inf' → [1.0, 10.0, inf]."""
+    """--t as every interface writes t (ntk.core.job.Times, None = ∞): 'inf' → None; '10' → 10.0;
+    '1,10,inf' → [1.0, 10.0, None]."""
     parts = [p.strip() for p in value.split(",") if p.strip()]
     try:
         times = [math.inf if p in ("inf", "none", "None") else float(p) for p in parts]
@@ -21,9 +24,8 @@ def parse_times(value: str):
         times = []
     if not times or any(math.isnan(t) or t < 0 for t in times):
         raise argparse.ArgumentTypeError(f"{value!r}: give inf, a time >= 0, or a comma-separated list of them")
-    if len(times) == 1:
-        return None if math.isinf(times[0]) else times[0]
-    return times
+    times = [None if math.isinf(t) else t for t in times]
+    return times[0] if len(times) == 1 else times
 
 
 def add_parser(subparsers) -> None:
@@ -63,7 +65,7 @@ def run(args) -> int:
     else:
         with engine_errors():
             fields = predict_locally(spec, x_train, y_train, x_test, args, options)
-    fields["t"] = np.asarray(np.inf if args.t is None else args.t, dtype=np.float64)
+    fields["t"] = np.asarray(times_as_floats(args.t), dtype=np.float64)
     write_npz(args.out, fields)
     return 0
 
@@ -72,14 +74,15 @@ def predict_locally(spec, x_train, y_train, x_test, args, options) -> dict:
     """As the service computes it: the same one-hot encoding, and ``labels`` the classes in column order."""
     import torch
 
-    from ntk.worker.compute import targets
-    from ntk.engine.predict import predict_from_spec
+    from ntk.engine.predict import class_targets, predict_from_spec
+    from ntk.worker.allocator import keep_freed_memory
 
-    y, labels = targets({"targets": args.targets}, y_train)
+    keep_freed_memory()
+    y, labels = class_targets(y_train) if args.targets == "one_hot" else (y_train, None)
     if np.ndim(y) == 1:
         y = np.asarray(y)[:, None]
-    p = predict_from_spec(spec, x_train, y, x_test, dtype=getattr(torch, args.dtype), device=local_device(args.device),
-                          **options)
+    p = predict_from_spec(spec, x_train, y, x_test, dtype=getattr(torch, args.dtype), **engine_settings(args.device),
+                          **{**options, "t": engine_times(options["t"])})
     fields = p.as_numpy()
     fields.pop("t")
     fields["max_learning_rate"] = p.extras["max_learning_rate"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from .errors import UserError, settings_errors
 
 
@@ -14,8 +12,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    if args.device:
-        os.environ["NTK_DEVICE"] = args.device  # read by the settings the worker loads
     import redis
 
     from ntk.core import logs
@@ -24,10 +20,12 @@ def run(args) -> int:
 
     with settings_errors():
         settings = get_settings()
+    if args.device:
+        settings = settings.model_copy(update={"device": args.device})
     logs.configure(settings)
     # checked before the worker starts its consumer threads, which would keep the process alive
     try:
         redis.Redis.from_url(settings.redis, socket_connect_timeout=5).ping()
     except redis.RedisError as e:
         raise UserError(f"cannot reach Redis at {settings.redis} (NTK_REDIS_URL): {e}") from e
-    return run_worker()
+    return run_worker(settings)

@@ -11,9 +11,8 @@ import json
 import logging
 import time
 
-import redis
-
 from ntk.core import keys
+from ntk.core.job import KernelJob, PredictJob
 
 log = logging.getLogger("ntk.worker")
 
@@ -71,13 +70,13 @@ return 1
 """
 
 
-def submit_call(job_id: str, kind: str, request: dict, request_key: str, request_id: str,
+def submit_call(job_id: str, request: KernelJob | PredictJob, request_key: str, request_id: str,
                 inline: dict[str, bytes]) -> tuple[list, list]:
     """KEYS and ARGV of SUBMIT; ``request_id`` is the HTTP request's (ntk.core.logs), kept for the job's
     logs; ``inline`` the npy bytes of the request's inline arrays by digest, stored with a new job."""
     return ([keys.answer(request_key), keys.inflight(request_key), keys.job(job_id), keys.job_inputs(job_id),
              keys.ACTIVE_JOBS],
-            [job_id, time.time(), kind, json.dumps(request), request_key, keys.job(""),
+            [job_id, time.time(), request.kind, request.model_dump_json(), request_key, keys.job(""),
              keys.job_result(job_id).removeprefix(keys.job(job_id)), request_id,
              *(item for digest_and_bytes in inline.items() for item in digest_and_bytes)])
 
@@ -88,28 +87,6 @@ def end_call(job_id: str, request_key: str, status: str, ttl: int, *, error: dic
     return ([keys.job(job_id), keys.job_inputs(job_id), keys.job_tiles_done(job_id), keys.job_result(job_id),
              keys.ACTIVE_JOBS, keys.inflight(request_key), keys.answer(request_key), keys.STATS],
             [job_id, status, time.time(), json.dumps(error) if error else "", json.dumps(answer) if answer else "", ttl])
-
-
-def problem(status: int, title: str, detail: str, **extra) -> dict:
-    """An RFC 9457 problem object, as a failed job carries it in `error`."""
-    return {"type": f"https://ntk.dev/problems/{title.lower().replace(' ', '-')}", "title": title,
-            "status": status, "detail": detail, **extra}
-
-
-def redis_problem(error: redis.RedisError) -> dict:
-    """A Redis failure as callers should read it: full (507: free memory first) or unavailable (503: retry)."""
-    if isinstance(error, redis.OutOfMemoryError):
-        return problem(507, "Insufficient storage", "Redis is out of memory and holds nothing it may evict "
-                       "(datasets and running jobs are kept until deleted): delete datasets you no longer "
-                       "need, or raise Redis' maxmemory")
-    # What redis-py says (commands, keys, addresses) is for the logs, never for an answer.
-    if isinstance(error, redis.TimeoutError):
-        why = "it did not answer in time"
-    elif isinstance(error, redis.ConnectionError):
-        why = "it cannot be reached"
-    else:
-        why = "it refused a command"
-    return problem(503, "Redis unavailable", f"the service cannot use its Redis now ({why}); retry shortly")
 
 
 class Jobs:

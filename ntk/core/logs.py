@@ -4,7 +4,7 @@ The API, ``ntk serve`` and the workers each call ``configure(settings)`` once. A
 ``ts``, ``level``, ``logger`` and ``msg``, then whichever of ``request_id``, ``job_id``,
 ``method``, ``path``, ``status`` and ``duration_ms`` apply (``exc`` with a traceback). The request
 and job ids live in context variables: the API binds them per request (ntk.api.middleware.
-RequestContext), the workers per task (ntk.worker.broker.LogContext), and Dramatiq messages carry them
+RequestContext), the workers per task (ntk.core.broker.LogContext), and Dramatiq messages carry them
 from one to the other, so every line written on behalf of a request carries its id without being
 passed along by hand.
 

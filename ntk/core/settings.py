@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     dtype: Literal["float32", "float64"] = Field("float64", description="kernels' and predictions' dtype when a "
                                                  "request names none")
     tile: int = Field(2048, ge=1, description="Gram matrices are computed in tiles of this many rows/columns")
+    block_bytes: int = Field(1 << 30, ge=1, description="the engine's working set for one block of a tile (on a GPU, "
+                             "about ten kernel tensors); a tile is computed in blocks that fit")
+    cache_bytes: int = Field(2 << 20, ge=1, description="on a CPU, one kernel tensor of a block, sized for the L2 "
+                             "cache")
     cache_ttl_s: int = Field(7 * 86400, ge=1, description="lifetime of cached tiles and factorizations")
     api_keys: str = Field("", description="comma-separated bearer keys; empty: no auth")
     metrics_key: str = Field("", description="bearer key /metrics asks for; empty: /metrics is open")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -12,7 +11,7 @@ from torch import Tensor
 
 from .combinators import serial
 from ntk.spec.architecture import Architecture, SpecError
-from ntk.spec.cost import balanced, block_side
+from ntk.spec.cost import Budget, balanced, block_side
 
 from .interrupt import Progress, ShouldStop, Steps
 from .state import KernelState, input_kernel
@@ -32,9 +31,8 @@ def overflow_advice(what: str, dtype: torch.dtype) -> str:
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``auto`` (or None, or NTK_DEVICE) picks the first CUDA device when one exists."""
-    device = device or os.environ.get("NTK_DEVICE", "auto")
-    if str(device) == "auto":
+    """``auto`` (or None) picks the first CUDA device when one exists."""
+    if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
@@ -54,6 +52,7 @@ def kernel_fn(
     device: str | torch.device | None = None,
     block_size: int | None = None,
     *,
+    budget: Budget = Budget(),
     should_stop: ShouldStop | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Tensor]:
@@ -62,7 +61,7 @@ def kernel_fn(
     x2 = None means x2 = x1: the result is exactly symmetric and only its upper-triangle blocks
     are computed. Inputs are (N, d), (N, L, C) or (N, H, W, C), channels last. The matrix is
     computed in blocks of at most ``block_size`` points a side (default: sized for the cache on a
-    CPU, for the memory budget on a GPU; see ``default_block_size``) and written into the result
+    CPU, for the memory ``budget`` on a GPU; see ``default_block_size``) and written into the result
     as they come, so memory stays bounded whatever N is.
 
     Each layer of each block is one step (``interrupt``): ``should_stop()`` is asked before it, and
@@ -79,7 +78,7 @@ def kernel_fn(
     x2 = None if x2 is None else as_points(x2, dtype, device)
     check_inputs(arch, x1, x2)
 
-    size = block_size or default_block_size(arch, tuple(x1.shape[1:]), dtype, device)
+    size = block_size or default_block_size(arch, tuple(x1.shape[1:]), dtype, device, budget)
     n1, n2 = x1.shape[0], None if x2 is None else x2.shape[0]
     if n1 <= size and (n2 is None or n2 <= size):
         return _block(arch, x1, x2, get, Steps(arch.depth(), should_stop, progress))
@@ -124,10 +123,10 @@ def block_output(k: KernelState, get: tuple[str, ...], symmetric: bool) -> dict[
 
 
 def default_block_size(arch: Architecture, point_shape: tuple[int, ...], dtype: torch.dtype,
-                       device: torch.device | None = None) -> int:
+                       device: torch.device | None = None, budget: Budget = Budget()) -> int:
     """Points per block side (``cost.block_side``: sized for the cache on a CPU, memory on a GPU)."""
     on_gpu = device is not None and torch.device(device).type != "cpu"
-    return block_side(arch, point_shape, torch.finfo(dtype).bits // 8, on_gpu)
+    return block_side(arch, point_shape, torch.finfo(dtype).bits // 8, on_gpu, budget)
 
 
 def check_inputs(arch: Architecture, x1: Tensor, x2: Tensor | None) -> None:
@@ -163,7 +162,8 @@ def tiles(n1: int, n2: int | None, size: int) -> Iterator[Tile]:
 
 
 def kernel_tile(spec, x1, x2, tile: Tile, get=KERNELS, dtype=torch.float64, device=None, *,
-                should_stop: ShouldStop | None = None, progress: Progress | None = None) -> dict[str, Tensor]:
+                budget: Budget = Budget(), should_stop: ShouldStop | None = None,
+                progress: Progress | None = None) -> dict[str, Tensor]:
     """One block K(x1[i0:i1], x2[j0:j1]) (x2 None: x1 against itself), computable on its own.
 
     A diagonal block of a symmetric matrix is computed as a symmetric kernel, so the assembled
@@ -171,9 +171,10 @@ def kernel_tile(spec, x1, x2, tile: Tile, get=KERNELS, dtype=torch.float64, devi
     """
     i0, i1, j0, j1 = tile
     if x2 is None and (i0, i1) == (j0, j1):
-        return kernel_fn(spec, x1[i0:i1], None, get, dtype, device, should_stop=should_stop, progress=progress)
+        return kernel_fn(spec, x1[i0:i1], None, get, dtype, device, budget=budget, should_stop=should_stop,
+                         progress=progress)
     other = x1 if x2 is None else x2
-    return kernel_fn(spec, x1[i0:i1], other[j0:j1], get, dtype, device, should_stop=should_stop,
+    return kernel_fn(spec, x1[i0:i1], other[j0:j1], get, dtype, device, budget=budget, should_stop=should_stop,
                      progress=progress)
 
 

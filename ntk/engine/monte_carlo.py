@@ -52,9 +52,8 @@ from ntk.spec.cost import FEATURE_ELEMENTS  # budget (elements) for the features
 from .interrupt import ShouldStop, Steps, Stopped
 from .networks import Affine, Network, build_network
 from ntk.spec.architecture import Architecture, SpecError
+from ntk.spec.limits import DEFAULT_SAMPLES, MAX_SAMPLES
 
-DEFAULT_SAMPLES = 100
-MAX_SAMPLES = 100_000
 # Largest intermediate (elements) a contraction builds at once; larger ones are split.
 CHUNK_ELEMENTS = 1 << 25
 # Tests set this to "gram" or "grads" to exercise one evaluation of spatial weight sharing.

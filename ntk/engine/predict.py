@@ -92,6 +92,7 @@ __all__ = [
     "spectral_weights",
     "predict",
     "max_learning_rate",
+    "class_targets",
     "one_hot_targets",
     "labels_from_mean",
     "predict_from_spec",
@@ -788,6 +789,15 @@ def one_hot_targets(labels: ArrayLike, num_classes: int | None = None,
     return (y - 1.0 / k).to(device=device if device is not None else lab.device)
 
 
+def class_targets(labels: ArrayLike) -> tuple[np.ndarray, list]:
+    """Class labels (N,), of any values, as regression targets: the centered one-hot encoding
+    (``one_hot_targets``) of each label's index among the sorted distinct labels, and those
+    labels, in column order (the predicted class of a mean row is ``classes[row.argmax()]``).
+    What ``targets: "one_hot"`` means to the service, the SDK and the CLI alike."""
+    classes, index = np.unique(np.asarray(labels).reshape(-1), return_inverse=True)
+    return one_hot_targets(index, len(classes)).numpy(), classes.tolist()
+
+
 def labels_from_mean(mean: Tensor) -> Tensor:
     """Predicted labels: ``argmax`` over the output axis of the mean (..., M, k) → (..., M)."""
     return torch.as_tensor(mean).argmax(dim=-1)
@@ -802,21 +812,22 @@ def predict_from_spec(spec: dict, x_train: ArrayLike, y_train: ArrayLike, x_test
                       kernel: str = "ntk", t: Times = None, learning_rate: float = 1.0,
                       diag_reg: float = 0.0, diag_reg_absolute_scale: bool = False,
                       compute_cov: bool = True, dtype: torch.dtype = torch.float64,
-                      device=None) -> Prediction:
+                      device=None, budget=None) -> Prediction:
     """Compute the needed kernel blocks with ``ntk.engine.kernel_fn`` (only those
     :func:`required_kernels` names), factorize and :func:`predict`: the local equivalent of NT
     ``gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate, diag_reg,
     diag_reg_absolute_scale)(t, x_test, kernel, compute_cov)``. ``extras`` holds
-    ``max_learning_rate``."""
-    from ntk.engine import kernel_fn  # late import: the kernel engine is optional here
+    ``max_learning_rate``; ``budget`` is kernel_fn's (None: its default)."""
+    from ntk.engine.kernel import Budget, kernel_fn  # late import: the kernel engine is optional here
+
+    options = {"dtype": dtype, "device": device, "budget": budget or Budget()}
 
     need = required_kernels(kernel, compute_cov)
     # The NTK of the training set is always computed: it gives max_learning_rate.
     train_kernels = tuple(sorted(set(need["train_train"]) | {"ntk"}))
-    k_dd = kernel_fn(spec, x_train, None, get=train_kernels, dtype=dtype, device=device)
-    k_td = kernel_fn(spec, x_test, x_train, get=need["test_train"], dtype=dtype, device=device)
-    k_tt = (kernel_fn(spec, x_test, None, get=need["test_test"], dtype=dtype, device=device)
-            if need["test_test"] else None)
+    k_dd = kernel_fn(spec, x_train, None, get=train_kernels, **options)
+    k_td = kernel_fn(spec, x_test, x_train, get=need["test_train"], **options)
+    k_tt = kernel_fn(spec, x_test, None, get=need["test_test"], **options) if need["test_test"] else None
     fact = factorize(k_dd, kernel, diag_reg=diag_reg,
                      diag_reg_absolute_scale=diag_reg_absolute_scale, method=method_for(t),
                      dtype=dtype, device=device)

@@ -23,14 +23,23 @@ measures seconds per unit on the device at hand; ``estimate_seconds`` converts.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 
 from . import architecture as S
 
 # Block sizing (kernel.default_block_size reads these): see ``block_side``.
-BLOCK_BYTES = int(os.environ.get("NTK_BLOCK_BYTES", 1 << 30))
-CACHE_BYTES = int(os.environ.get("NTK_CACHE_BYTES", 2 << 20))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The memory a block of the recursion may use: ``block_bytes`` its whole working set,
+    ``cache_bytes`` (CPU) one kernel tensor. The workers take them from the settings
+    (NTK_BLOCK_BYTES, NTK_CACHE_BYTES) and hand them to the engine."""
+
+    block_bytes: int = 1 << 30
+    cache_bytes: int = 2 << 20
+
+
 MAX_BLOCK = 1024
 LIVE_COPIES = 10  # kernels and temporaries alive at once inside a layer, per pair entry
 
@@ -287,25 +296,28 @@ def block_work(arch: S.Architecture, point_shape: tuple[int, ...], get: tuple[st
 # -- blocks and tiles ----------------------------------------------------------------------------
 
 
-def block_side(arch: S.Architecture, point_shape: tuple[int, ...], dtype_bytes: int = 8, on_gpu: bool = False) -> int:
+def block_side(arch: S.Architecture, point_shape: tuple[int, ...], dtype_bytes: int = 8, on_gpu: bool = False,
+               budget: Budget = Budget()) -> int:
     """Points per block side: what keeps a layer's working set in cache (CPU) or memory (GPU).
 
     A pair of points carries one number per kernel for dense networks, one per position when
     only same-position covariances are tracked, and one per pair of positions when pooling needs
     them all: 32×32 images make that a million. Every layer streams each kernel tensor of the
     block several times (tap sums, then the nonlinearity's dozen elementwise passes), so on a CPU
-    the block is sized for one kernel tensor to take ``NTK_CACHE_BYTES`` (2 MiB, near the two
+    the block is sized for one kernel tensor to take ``budget.cache_bytes`` (2 MiB, near the two
     cores' L2 caches: the fastest of 1–32 MiB for the CNNs of bench/harness.py, within 10% for
     FC-5; from 32 MiB on, temporaries leave the reused heap, see ``allocator``, and run 5× slower).
     A GPU gains from large kernels instead, so there the whole working set (about
-    ``LIVE_COPIES`` tensors) fills ``NTK_BLOCK_BYTES``. Blocks are capped at MAX_BLOCK so that
+    ``LIVE_COPIES`` tensors) fills ``budget.block_bytes``. Blocks are capped at MAX_BLOCK so that
     symmetric matrices save work by computing only upper blocks.
     """
     positions = math.prod(point_shape[:-1])
     per_pair = positions**2 if arch.needs_full_spatial() else positions
     bytes_per_pair = per_pair * dtype_bytes
-    budget = BLOCK_BYTES / LIVE_COPIES if on_gpu else min(CACHE_BYTES, BLOCK_BYTES / LIVE_COPIES)
-    return max(1, min(MAX_BLOCK, int((budget / bytes_per_pair) ** 0.5)))
+    per_tensor = budget.block_bytes / LIVE_COPIES
+    if not on_gpu:
+        per_tensor = min(budget.cache_bytes, per_tensor)
+    return max(1, min(MAX_BLOCK, int((per_tensor / bytes_per_pair) ** 0.5)))
 
 
 def balanced(n: int, size: int) -> list[tuple[int, int]]:
@@ -412,8 +424,10 @@ def _tiled(work: Work, side: int, n1: int, n2: int | None, tile: int, result_byt
 
 def _streamed_from_memory(work: Work, tensor_bytes: float) -> Work:
     """``work`` on a CPU whose blocks hold kernel tensors of ``tensor_bytes``: slower per pair
-    once they leave the cache (OUT_OF_CACHE) and the reused heap (OUT_OF_HEAP)."""
-    factor = OUT_OF_HEAP if tensor_bytes > HEAP_BYTES else OUT_OF_CACHE if tensor_bytes > CACHE_BYTES else 1.0
+    once they leave the cache (OUT_OF_CACHE: the default budget's cache_bytes) and the reused heap
+    (OUT_OF_HEAP)."""
+    cache_bytes = Budget().cache_bytes
+    factor = OUT_OF_HEAP if tensor_bytes > HEAP_BYTES else OUT_OF_CACHE if tensor_bytes > cache_bytes else 1.0
     return Work(work.per_pair * factor, work.per_point, work.fixed, work.peak_per_pair, work.peak_fixed)
 
 

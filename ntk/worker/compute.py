@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ntk.engine import KERNELS, kernel_tile
+from ntk.engine import KERNELS, Budget, kernel_tile
 from ntk.engine.monte_carlo import monte_carlo_kernel_fn
-from ntk.engine.predict import Factorization, one_hot_targets, predict
+from ntk.core.job import KernelJob, PredictJob, engine_times
+from ntk.engine.predict import Factorization, class_targets, predict
 from ntk.worker.plan import Block, Tile
 
 
@@ -19,44 +20,34 @@ class Cancelled(Exception):
     """The job was cancelled while its tile was being computed."""
 
 
-def tile_values(request: dict, block: Block, tile: Tile, x1: np.ndarray, x2: np.ndarray | None,
-                device: torch.device, cancelled) -> dict[str, np.ndarray]:
+def tile_values(request: KernelJob | PredictJob, block: Block, tile: Tile, x1: np.ndarray, x2: np.ndarray | None,
+                device: torch.device, budget: Budget, cancelled) -> dict[str, np.ndarray]:
     """Both kernels on one tile (and their standard errors for Monte Carlo), as numpy arrays.
 
     A Monte Carlo block is one tile (one set of random networks serves the whole matrix), so it
     asks ``cancelled()`` after every network instead of only between tiles.
     """
-    dtype = torch_dtype(request["dtype"])
+    dtype = torch_dtype(request.dtype)
     if block.method == "monte_carlo":
         def progress(done: int, total: int) -> None:
             if cancelled():
                 raise Cancelled()
-        values = monte_carlo_kernel_fn(request["architecture"], x1, x2, KERNELS, block.samples, block.seed,
+        values = monte_carlo_kernel_fn(request.architecture, x1, x2, KERNELS, block.samples, block.seed,
                                        dtype, device, progress=progress)
     else:
-        values = kernel_tile(request["architecture"], x1, x2, tile, KERNELS, dtype, device)
+        values = kernel_tile(request.architecture, x1, x2, tile, KERNELS, dtype, device, budget=budget)
     return {name: value.detach().cpu().numpy() for name, value in values.items()}
 
 
-def targets(request: dict, y: np.ndarray) -> tuple[np.ndarray, list | None]:
+def targets(request: PredictJob, y: np.ndarray) -> tuple[np.ndarray, list | None]:
     """The regression targets and, for ``targets: "one_hot"``, the classes in column order."""
-    if request.get("targets") != "one_hot":
-        return y, None
-    classes, index = np.unique(y.reshape(-1), return_inverse=True)
-    return one_hot_targets(index, len(classes)).numpy(), classes.tolist()
+    return (y, None) if request.targets != "one_hot" else class_targets(y)
 
 
-def engine_times(t):
-    """t as sent (null = ∞, also inside a list) in the engine's convention (None = ∞ by Cholesky)."""
-    if isinstance(t, list):
-        return [float("inf") if v is None else v for v in t]
-    return t
-
-
-def prediction(request: dict, factorization: Factorization, y: np.ndarray, test_train, test_test) -> dict:
-    p = predict(factorization, y, test_train, test_test, kernel=request["kernel"], t=engine_times(request["t"]),
-                learning_rate=request["learning_rate"], compute_cov=request["compute_cov"])
+def prediction(request: PredictJob, factorization: Factorization, y: np.ndarray, test_train, test_test) -> dict:
+    p = predict(factorization, y, test_train, test_test, kernel=request.kernel, t=engine_times(request.t),
+                learning_rate=request.learning_rate, compute_cov=request.compute_cov)
     out = p.as_numpy()
     del out["t"]  # echoed as sent, by the answer's metadata
-    dtype = np.dtype(request["dtype"])  # solved in float64 (tasks.factorize_train), answered as asked
+    dtype = np.dtype(request.dtype)  # solved in float64 (tasks.factorize_train), answered as asked
     return {name: a.astype(dtype, copy=False) for name, a in out.items()}

@@ -21,9 +21,13 @@ import torch
 
 from ntk.core import logs
 from ntk.core import keys
-from ntk.worker.broker import PLAN, enqueue
+from ntk.core.broker import PLAN, enqueue
 from ntk.engine import kernel_fn
-from ntk.core.jobstate import problem
+from ntk.core.problems import problem
+from ntk.core.settings import Settings
+from ntk.worker.allocator import keep_freed_memory
+from ntk.worker.context import build_context
+from ntk.worker.tasks import Tasks, declare_actors
 
 log = logging.getLogger("ntk.worker")
 
@@ -70,24 +74,26 @@ def watchdog(client: redis.Redis, broker, jobs, stall_s: float, stop: threading.
             log.warning("watchdog: %s", e)
 
 
-def run() -> int:
+def run(settings: Settings) -> int:
     """Run one worker until SIGTERM/SIGINT; the task in progress finishes first."""
-    from ntk.worker import tasks  # configures the broker from the settings and declares the actors
-
-    warm_up(tasks.device)
-    worker = dramatiq.Worker(tasks.broker, worker_threads=1, worker_timeout=tasks.settings.worker_poll_ms)
+    keep_freed_memory()
+    context = build_context(settings)
+    declare_actors(Tasks(context))
+    warm_up(context.device)
+    worker = dramatiq.Worker(context.broker, worker_threads=1, worker_timeout=settings.worker_poll_ms)
     worker.queue_prefetch = 1  # Dramatiq's default is 2 per thread: one task would wait behind the other
     worker.start()
     worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    client = context.store.redis
     stop = threading.Event()
-    threads = [threading.Thread(target=beat, args=(tasks.store.redis, worker_id, tasks.settings.worker_beat_s, stop)),
-               threading.Thread(target=watchdog, args=(tasks.store.redis, tasks.broker, tasks.jobs,
-                                                       tasks.settings.job_stall_s, stop))]
+    threads = [threading.Thread(target=beat, args=(client, worker_id, settings.worker_beat_s, stop)),
+               threading.Thread(target=watchdog, args=(client, context.broker, context.jobs, settings.job_stall_s,
+                                                       stop))]
     for thread in threads:
         thread.daemon = True
         thread.start()
-    tasks.store.redis.zadd(keys.WORKERS, {worker_id: time.time()})
-    log.info("worker %s ready on %s", worker_id, tasks.device)
+    client.zadd(keys.WORKERS, {worker_id: time.time()})
+    log.info("worker %s ready on %s", worker_id, context.device)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -95,7 +101,7 @@ def run() -> int:
     log.info("worker %s stopping", worker_id)
     worker.stop()
     try:
-        tasks.store.redis.zrem(keys.WORKERS, worker_id)
+        client.zrem(keys.WORKERS, worker_id)
     except redis.RedisError:
         pass
     return 0

@@ -18,8 +18,9 @@ import numpy as np
 import redis
 
 from ntk.core import keys
-from ntk.worker.broker import FINISH, enqueue
+from ntk.core.broker import FINISH, enqueue
 from ntk.core.codec import Manifest, chunk_digest, unpack, unpack_array
+from ntk.core.job import ArrayRef
 
 
 class MissingInput(LookupError):
@@ -205,17 +206,17 @@ class Store:
         self._inputs: OrderedDict[str, np.ndarray] = OrderedDict()
 
     # -- inputs: content-addressed, so a digest names one array forever and caching it is safe
-    def array(self, job_id: str, ref: dict) -> np.ndarray:
-        digest = ref["digest"]
+    def array(self, job_id: str, ref: ArrayRef) -> np.ndarray:
+        digest = ref.digest
         if digest in self._inputs:
             self._inputs.move_to_end(digest)
             return self._inputs[digest]
-        if ref["dataset"] is None:
+        if ref.dataset is None:
             data = self.redis.hget(keys.job_inputs(job_id), digest)
         else:
-            data = self.redis.hget(keys.dataset(ref["dataset"]), ref["field"])
+            data = self.redis.hget(keys.dataset(ref.dataset), ref.field)
         if data is None:
-            where = f"dataset {ref['dataset']}" if ref["dataset"] else "the job's inputs"
+            where = f"dataset {ref.dataset}" if ref.dataset else "the job's inputs"
             raise MissingInput(f"{where} vanished while the job ran (deleted, or the job expired)")
         self._inputs[digest] = array = unpack_array(data)
         if len(self._inputs) > self.INPUTS_KEPT:

@@ -7,14 +7,17 @@ The join verifies that every tile it needs is still in Redis; evicted ones are r
 should memory be too small to ever hold them all at once, computed by the join itself). It then
 reads the tiles one at a time into matrices allocated once (``assembled``): a worker holds a
 block's matrix and one tile, never all its tiles next to the matrix, and Redis may evict tiles
-the join has read (to make room for the factorization, say). Every
-task checks its job first, so a cancelled job's remaining tasks end at once: workers stop within
-one tile. Importing this module configures the global broker: it is what ``ntk worker`` runs.
+the join has read (to make room for the factorization, say).
+
+The steps hold only the job's work: the workers' middleware (ntk.worker.middleware) runs a task
+only while its job runs, handing it the job (``current_job``), so a cancelled job's remaining
+tasks end at once and workers stop within one tile; and it turns what a job's inputs can cause
+into the job's problem. ``Tasks`` is built on a worker's context (ntk.worker.context) when the
+worker starts; ``declare_actors`` binds its steps to that context's broker.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from contextlib import contextmanager
@@ -23,61 +26,22 @@ import dramatiq
 import redis
 import torch
 
-from ntk.core.settings import get_settings
-from ntk.worker import compute
 from ntk.core import keys
-from ntk.worker.broker import FINISH, PLAN, QUEUE, TILE, build_broker, enqueue
-from ntk.engine import KERNELS, NonFiniteKernel, SpecError, resolve_device
+from ntk.core.broker import FINISH, PLAN, QUEUE, TILE, enqueue
+from ntk.core.job import JOBS, KernelJob, PredictJob
+from ntk.engine import KERNELS
 from ntk.engine.kernel import place
-from ntk.engine.predict import (
-    Factorization, NotPositiveDefinite, PredictError, factorization_key, factorize, max_learning_rate, method_for,
-    required_kernels,
-)
-from ntk.core.jobstate import Jobs, problem, redis_problem
+from ntk.engine.predict import Factorization, factorization_key, factorize, max_learning_rate, method_for, required_kernels
+from ntk.worker import compute
+from ntk.worker.context import Context
+from ntk.worker.middleware import JOB_ERRORS, current_job
 from ntk.worker.plan import Block, blocks
-from ntk.worker.store import MissingInput, Store
 
 log = logging.getLogger("ntk.worker")
-
-settings = get_settings()
-broker = build_broker(settings, guard=True)
-dramatiq.set_broker(broker)
-store = Store(redis.Redis.from_url(settings.redis), broker, settings.cache_ttl_s, settings.value_chunk_bytes)
-jobs = Jobs(store.redis, settings.job_ttl_s)
-device = resolve_device(settings.device)
 
 # How often the join sends evicted tiles back to the queue before computing them itself: under a
 # maxmemory too small for all of a job's tiles at once, re-enqueueing alone would loop forever.
 REQUEUE_ROUNDS = 2
-
-
-@contextmanager
-def failing_job(job: dict):
-    """Turn what a job's inputs can cause into the job's problem. A Redis that is lost goes to
-    Retries, and one that refuses a command (a value over its proto-max-bulk-len, say) to
-    broker.FinalFailure, whose problem names the step and the error class but none of Redis's
-    words; a Redis out of memory is the job's problem (507), as the API reports it."""
-    try:
-        yield
-    except redis.RedisError as e:
-        if not isinstance(e, redis.OutOfMemoryError):
-            raise
-        jobs.fail(job, redis_problem(e))
-    except compute.Cancelled:
-        pass
-    except SpecError as e:
-        jobs.fail(job, problem(422, "Invalid architecture", str(e), errors=e.errors))
-    except NonFiniteKernel as e:
-        jobs.fail(job, problem(422, "Non-finite kernel", str(e)))
-    except NotPositiveDefinite as e:
-        jobs.fail(job, problem(422, "Not positive definite", str(e)))
-    except PredictError as e:
-        jobs.fail(job, problem(422, "Invalid prediction", str(e)))
-    except MissingInput as e:
-        jobs.fail(job, problem(422, "Input deleted", str(e)))
-    except Exception as e:
-        log.exception("job %s failed", job["id"])
-        jobs.fail(job, problem(500, "Internal error", f"{type(e).__name__}: {e}"))
 
 
 class Phases:
@@ -99,236 +63,227 @@ class Phases:
         return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in self.seconds.items())
 
 
-def running_job(job_id: str) -> dict | None:
-    """The job, when its tasks should still run (not cancelled, failed or done)."""
-    job = jobs.get(job_id)
-    return job if job.get("status") == "running" else None
+class Tasks:
+    """A job's steps, on one worker's context."""
 
+    def __init__(self, context: Context):
+        self.settings, self.broker, self.store = context.settings, context.broker, context.store
+        self.jobs, self.device, self.budget = context.jobs, context.device, context.budget
 
-def needed_blocks(request: dict) -> list[Block]:
-    """The blocks the join will read: a prediction whose train factorization (and max learning
-    rate) are cached needs no train-train tiles."""
-    need = blocks(request)
-    if request["kind"] == "predict" and store.redis.exists(factorization_cache_key(request, need),
-                                                          keys.max_learning_rate(need["train_train"].id)) == 2:
-        del need["train_train"]
-    return list(need.values())
+    def running(self, job_id: str) -> bool:
+        """Whether the job's tasks should still run (not cancelled, failed or done)."""
+        return self.jobs.get(job_id).get("status") == "running"
 
+    def needed_blocks(self, request: KernelJob | PredictJob) -> list[Block]:
+        """The blocks the join will read: a prediction whose train factorization (and max learning
+        rate) are cached needs no train-train tiles."""
+        need = blocks(request)
+        if request.kind == "predict" and self.store.redis.exists(
+                self.factorization_cache_key(request, need), keys.max_learning_rate(need["train_train"].id)) == 2:
+            del need["train_train"]
+        return list(need.values())
 
-def factorization_cache_key(request: dict, need: dict[str, Block]) -> str:
-    return keys.factorization(factorization_key(
-        need["train_train"].id, request["kernel"], diag_reg=request["diag_reg"],
-        diag_reg_absolute_scale=request["diag_reg_absolute_scale"], method=method_for(request["t"]),
-        compute_cov=request["compute_cov"], dtype=request["dtype"]))
+    def factorization_cache_key(self, request: PredictJob, need: dict[str, Block]) -> str:
+        return keys.factorization(factorization_key(
+            need["train_train"].id, request.kernel, diag_reg=request.diag_reg,
+            diag_reg_absolute_scale=request.diag_reg_absolute_scale, method=method_for(request.t),
+            compute_cov=request.compute_cov, dtype=request.dtype))
 
+    def ensure_tile(self, job: dict, request: KernelJob | PredictJob, block: Block, tile) -> dict:
+        """The tile's values, computed and cached unless Redis holds them."""
+        key = keys.tile(block.id, tile)
+        values = self.store.get(key)
+        if values is None:
+            x1 = self.store.array(job["id"], block.x1)
+            x2 = None if block.x2 is None else self.store.array(job["id"], block.x2)
+            values = compute.tile_values(request, block, tile, x1, x2, self.device, self.budget,
+                                         cancelled=lambda: not self.running(job["id"]))
+            self.store.put(key, **values)
+            self.store.count("tiles_computed")
+            self.store.redis.hincrby(keys.job(job["id"]), "computed", 1)
+        return values
 
-def ensure_tile(job: dict, request: dict, block: Block, tile) -> dict:
-    """The tile's values, computed and cached unless Redis holds them."""
-    key = keys.tile(block.id, tile)
-    values = store.get(key)
-    if values is None:
-        x1 = store.array(job["id"], block.x1)
-        x2 = None if block.x2 is None else store.array(job["id"], block.x2)
-        values = compute.tile_values(request, block, tile, x1, x2, device,
-                                     cancelled=lambda: running_job(job["id"]) is None)
-        store.put(key, **values)
-        store.count("tiles_computed")
-        store.redis.hincrby(keys.job(job["id"]), "computed", 1)
-    return values
-
-
-@dramatiq.actor(actor_name=PLAN, queue_name=QUEUE, priority=0)
-def plan_job(job_id: str) -> None:
-    if jobs.start(job_id) != "running":
-        return
-    job = jobs.get(job_id)
-    with failing_job(job):
-        request = json.loads(job["request"])
-        store.redis.hsetnx(keys.job(job_id), "tile", settings.tile)
-        size = int(store.redis.hget(keys.job(job_id), "tile"))
-        wanted = [(block, tile) for block in needed_blocks(request) for tile in block.tiles(size)]
+    def plan_job(self, job_id: str) -> None:
+        job = current_job.get()
+        request = JOBS.validate_json(job["request"])
+        self.store.redis.hsetnx(keys.job(job_id), "tile", self.settings.tile)
+        size = int(self.store.redis.hget(keys.job(job_id), "tile"))
+        wanted = [(block, tile) for block in self.needed_blocks(request) for tile in block.tiles(size)]
         tile_keys = [keys.tile(block.id, tile) for block, tile in wanted]
-        present = store.present(tile_keys)
-        store.set_total(job_id, len(wanted), [k for k, p in zip(tile_keys, present) if p])
-        store.count("cache_hits", sum(present))
-        store.count("cache_misses", len(present) - sum(present))
-        jobs.touch(job_id)
+        present = self.store.present(tile_keys)
+        self.store.set_total(job_id, len(wanted), [k for k, p in zip(tile_keys, present) if p])
+        self.store.count("cache_hits", sum(present))
+        self.store.count("cache_misses", len(present) - sum(present))
+        self.jobs.touch(job_id)
         missing = [(block, tile) for (block, tile), p in zip(wanted, present) if not p]
         log.info("planned %d tiles of %d x %d, %d of them cached", len(wanted), size, size, len(wanted) - len(missing))
         for block, tile in missing:
-            enqueue(broker, TILE, job_id, block.name, list(tile))
+            enqueue(self.broker, TILE, job_id, block.name, list(tile))
         if not missing:
-            store.enqueue_finish(job_id)
+            self.store.enqueue_finish(job_id)
 
-
-@dramatiq.actor(actor_name=TILE, queue_name=QUEUE, priority=10)
-def compute_tile(job_id: str, block_name: str, tile: list[int]) -> None:
-    job = running_job(job_id)
-    if job is None:
-        return
-    with failing_job(job):
-        request = json.loads(job["request"])
+    def compute_tile(self, job_id: str, block_name: str, tile: list[int]) -> None:
+        job = current_job.get()
+        request = JOBS.validate_json(job["request"])
         block = blocks(request)[block_name]
-        ensure_tile(job, request, block, tuple(tile))
-        store.tile_done(job_id, keys.tile(block.id, tuple(tile)))
-        jobs.touch(job_id)
+        self.ensure_tile(job, request, block, tuple(tile))
+        self.store.tile_done(job_id, keys.tile(block.id, tuple(tile)))
+        self.jobs.touch(job_id)
 
+    def requeued_evicted(self, job: dict, need: list[Block]) -> bool:
+        """Send the needed tiles Redis no longer holds back to the queue, the first ``REQUEUE_ROUNDS``
+        times: True when some went (the join runs again once they are done)."""
+        size = int(job["tile"])
+        wanted = [(block, tile) for block in need for tile in block.tiles(size)]
+        tile_keys = [keys.tile(block.id, tile) for block, tile in wanted]
+        missing = [i for i, present in enumerate(self.store.present(tile_keys)) if not present]
+        if not missing or int(job.get("requeues", 0)) >= REQUEUE_ROUNDS:
+            return False
+        log.info("job %s: %d evicted tiles go back to the queue", job["id"], len(missing))
+        pipe = self.store.redis.pipeline()
+        pipe.hincrby(keys.job(job["id"]), "requeues", 1)
+        pipe.hset(keys.job(job["id"]), "total", len(wanted))
+        pipe.srem(keys.job_tiles_done(job["id"]), *[tile_keys[i] for i in missing])
+        pipe.hdel(keys.job(job["id"]), "finish_enqueued")
+        pipe.execute()
+        for i in missing:
+            block, tile = wanted[i]
+            enqueue(self.broker, TILE, job["id"], block.name, list(tile))
+        return True
 
-def requeued_evicted(job: dict, need: list[Block]) -> bool:
-    """Send the needed tiles Redis no longer holds back to the queue, the first ``REQUEUE_ROUNDS``
-    times: True when some went (the join runs again once they are done)."""
-    size = int(job["tile"])
-    wanted = [(block, tile) for block in need for tile in block.tiles(size)]
-    tile_keys = [keys.tile(block.id, tile) for block, tile in wanted]
-    missing = [i for i, present in enumerate(store.present(tile_keys)) if not present]
-    if not missing or int(job.get("requeues", 0)) >= REQUEUE_ROUNDS:
-        return False
-    log.info("job %s: %d evicted tiles go back to the queue", job["id"], len(missing))
-    pipe = store.redis.pipeline()
-    pipe.hincrby(keys.job(job["id"]), "requeues", 1)
-    pipe.hset(keys.job(job["id"]), "total", len(wanted))
-    pipe.srem(keys.job_tiles_done(job["id"]), *[tile_keys[i] for i in missing])
-    pipe.hdel(keys.job(job["id"]), "finish_enqueued")
-    pipe.execute()
-    for i in missing:
-        block, tile = wanted[i]
-        enqueue(broker, TILE, job["id"], block.name, list(tile))
-    return True
+    def assembled(self, job: dict, request: KernelJob | PredictJob, block: Block, keep, dtype: torch.dtype | None = None) -> dict | None:
+        """The block's matrices whose names ``keep(name)`` accepts (of ``dtype``; None: the tiles'),
+        allocated once and filled tile by tile as Redis hands the tiles over; a tile evicted since
+        ``requeued_evicted`` looked is computed here. None when the job stopped meanwhile."""
+        n1, n2 = block.shape
+        out: dict[str, torch.Tensor] = {}
+        for tile in block.tiles(int(job["tile"])):
+            values = self.store.get(keys.tile(block.id, tile))
+            if values is None:
+                if not self.running(job["id"]):
+                    return None
+                values = self.ensure_tile(job, request, block, tile)
+            if not out:
+                out = {name: torch.empty((n1, n2), dtype=dtype or compute.torch_dtype(str(a.dtype)), device=self.device)
+                       for name, a in values.items() if keep(name)}
+            place(out, tile, {name: torch.from_numpy(values[name]) for name in out}, symmetric=block.x2 is None)
+        return out
 
-
-def assembled(job: dict, request: dict, block: Block, keep, dtype: torch.dtype | None = None) -> dict | None:
-    """The block's matrices whose names ``keep(name)`` accepts (of ``dtype``; None: the tiles'),
-    allocated once and filled tile by tile as Redis hands the tiles over; a tile evicted since
-    ``requeued_evicted`` looked is computed here. None when the job stopped meanwhile."""
-    n1, n2 = block.shape
-    out: dict[str, torch.Tensor] = {}
-    for tile in block.tiles(int(job["tile"])):
-        values = store.get(keys.tile(block.id, tile))
-        if values is None:
-            if running_job(job["id"]) is None:
-                return None
-            values = ensure_tile(job, request, block, tile)
-        if not out:
-            out = {name: torch.empty((n1, n2), dtype=dtype or compute.torch_dtype(str(a.dtype)), device=device)
-                   for name, a in values.items() if keep(name)}
-        place(out, tile, {name: torch.from_numpy(values[name]) for name in out}, symmetric=block.x2 is None)
-    return out
-
-
-@dramatiq.actor(actor_name=FINISH, queue_name=QUEUE, priority=0)
-def finish_job(job_id: str) -> None:
-    job = running_job(job_id)
-    if job is None:
-        return
-    jobs.touch(job_id)
-    with failing_job(job):
-        request = json.loads(job["request"])
-        finish = finish_kernels if request["kind"] == "kernels" else finish_predict
+    def finish_job(self, job_id: str) -> None:
+        job = current_job.get()
+        self.jobs.touch(job_id)
+        request = JOBS.validate_json(job["request"])
+        finish = self.finish_kernels if request.kind == "kernels" else self.finish_predict
         finish(job, request)
 
-
-def finish_kernels(job: dict, request: dict) -> None:
-    block = blocks(request)["kernel"]
-    answer = {"id": block.id, "shape": list(block.shape)}
-    if answered_by_its_tile(job, request, block):
-        return succeed(job, None, answer)
-    if requeued_evicted(job, [block]):
-        return
-    matrices = assembled(job, request, block, keep=lambda name: name.removesuffix("_stderr") in request["get"])
-    if matrices is not None:
-        succeed(job, {name: matrix.cpu().numpy() for name, matrix in matrices.items()}, answer)
-
-
-def answered_by_its_tile(job: dict, request: dict, block: Block) -> bool:
-    """A block of one tile, asked for every kernel its tile holds, is its own answer: Redis copies
-    the tile to the result, rather than 2·N² numbers going through this worker twice (for 2048
-    points, 67 MB: 0.4 s of a 0.8 s job). False when the tile was evicted: the usual join then."""
-    (tile, *more) = block.tiles(int(job["tile"]))
-    if more or set(request["get"]) != set(KERNELS):
-        return False
-    try:
-        return bool(store.redis.copy(keys.tile(block.id, tile), keys.job_result(job["id"]), replace=True))
-    except redis.ResponseError:  # a Redis before 6.2 has no COPY (or is out of memory: the join says so)
-        return False
-
-
-def finish_predict(job: dict, request: dict) -> None:
-    """The prediction from the cached factorization of the train kernel, or from one made here
-    (and cached). Every matrix is float64 whatever the request's dtype (``factorize_train``)."""
-    need = blocks(request)
-    fact_key = factorization_cache_key(request, need)
-    lr_key = keys.max_learning_rate(need["train_train"].id)
-    cached = store.redis.exists(fact_key, lr_key) == 2
-    read = [need["test_train"]] + ([need["test_test"]] if "test_test" in need else [])
-    if requeued_evicted(job, read + ([] if cached else [need["train_train"]])):
-        return
-    tiles_s, phases = time.time() - float(job["started_at"]), Phases()
-    cached_lr = store.redis.get(lr_key) if cached else None
-    with phases("read factorization"):
-        arrays = store.get(fact_key) if cached_lr is not None else None
-    if arrays is not None:
-        fact = Factorization.from_arrays(arrays, device=device)
-        lr_per_target = float(cached_lr)
-    else:
-        if cached and requeued_evicted(job, [need["train_train"]]):  # evicted since (a chunk of) it
+    def finish_kernels(self, job: dict, request: KernelJob) -> None:
+        block = blocks(request)["kernel"]
+        answer = {"id": block.id, "shape": list(block.shape)}
+        if self.answered_by_its_tile(job, request, block):
+            return self.succeed(job, None, answer)
+        if self.requeued_evicted(job, [block]):
             return
-        made = factorize_train(job, request, need["train_train"], phases)
-        if made is None:
+        matrices = self.assembled(job, request, block, keep=lambda name: name.removesuffix("_stderr") in request.get)
+        if matrices is not None:
+            self.succeed(job, {name: matrix.cpu().numpy() for name, matrix in matrices.items()}, answer)
+
+    def answered_by_its_tile(self, job: dict, request: KernelJob, block: Block) -> bool:
+        """A block of one tile, asked for every kernel its tile holds, is its own answer: Redis copies
+        the tile to the result, rather than 2·N² numbers going through this worker twice (for 2048
+        points, 67 MB: 0.4 s of a 0.8 s job). False when the tile was evicted: the usual join then."""
+        (tile, *more) = block.tiles(int(job["tile"]))
+        if more or set(request.get) != set(KERNELS):
+            return False
+        try:
+            return bool(self.store.redis.copy(keys.tile(block.id, tile), keys.job_result(job["id"]), replace=True))
+        except redis.ResponseError:  # a Redis before 6.2 has no COPY (or is out of memory: the join says so)
+            return False
+
+    def finish_predict(self, job: dict, request: PredictJob) -> None:
+        """The prediction from the cached factorization of the train kernel, or from one made here
+        (and cached). Every matrix is float64 whatever the request's dtype (``factorize_train``)."""
+        need = blocks(request)
+        fact_key = self.factorization_cache_key(request, need)
+        lr_key = keys.max_learning_rate(need["train_train"].id)
+        cached = self.store.redis.exists(fact_key, lr_key) == 2
+        read = [need["test_train"]] + ([need["test_test"]] if "test_test" in need else [])
+        if self.requeued_evicted(job, read + ([] if cached else [need["train_train"]])):
             return
-        fact, lr_per_target = made
-        with phases("store factorization"):
-            store.put(fact_key, **fact.to_arrays())
-            store.redis.set(lr_key, repr(lr_per_target), ex=settings.cache_ttl_s)
-    y, labels = compute.targets(request, store.array(job["id"], request["y_train"]))
-    kernels = required_kernels(request["kernel"], request["compute_cov"])
-    with phases("read test kernels"):
-        test_train = assembled(job, request, need["test_train"], keep=kernels["test_train"].__contains__,
-                               dtype=torch.float64)
-        test_test = (assembled(job, request, need["test_test"], keep=kernels["test_test"].__contains__,
-                               dtype=torch.float64) if "test_test" in need else None)
-    if test_train is None or ("test_test" in need and test_test is None):
-        return
-    with phases("solve"):
-        arrays = compute.prediction(request, fact, y, test_train, test_test)
-    log.info("joined %d training points, %.2f s after the job started: %s", fact.n, tiles_s, phases)
-    succeed(job, arrays, {"t": request["t"], "max_learning_rate": lr_per_target * y.size, "labels": labels})
+        tiles_s, phases = time.time() - float(job["started_at"]), Phases()
+        cached_lr = self.store.redis.get(lr_key) if cached else None
+        with phases("read factorization"):
+            arrays = self.store.get(fact_key) if cached_lr is not None else None
+        if arrays is not None:
+            fact = Factorization.from_arrays(arrays, device=self.device)
+            lr_per_target = float(cached_lr)
+        else:
+            if cached and self.requeued_evicted(job, [need["train_train"]]):  # evicted since (a chunk of) it
+                return
+            made = self.factorize_train(job, request, need["train_train"], phases)
+            if made is None:
+                return
+            fact, lr_per_target = made
+            with phases("store factorization"):
+                self.store.put(fact_key, **fact.to_arrays())
+                self.store.redis.set(lr_key, repr(lr_per_target), ex=self.settings.cache_ttl_s)
+        y, labels = compute.targets(request, self.store.array(job["id"], request.y_train))
+        kernels = required_kernels(request.kernel, request.compute_cov)
+        with phases("read test kernels"):
+            test_train = self.assembled(job, request, need["test_train"], keep=kernels["test_train"].__contains__,
+                                        dtype=torch.float64)
+            test_test = (self.assembled(job, request, need["test_test"], keep=kernels["test_test"].__contains__,
+                                        dtype=torch.float64) if "test_test" in need else None)
+        if test_train is None or ("test_test" in need and test_test is None):
+            return
+        with phases("solve"):
+            arrays = compute.prediction(request, fact, y, test_train, test_test)
+        log.info("joined %d training points, %.2f s after the job started: %s", fact.n, tiles_s, phases)
+        self.succeed(job, arrays, {"t": request.t, "max_learning_rate": lr_per_target * y.size, "labels": labels})
+
+    def factorize_train(self, job: dict, request: PredictJob, block: Block,
+                        phases: Phases) -> tuple[Factorization, float] | None:
+        """The train kernel's factorization and the max learning rate per target entry (linear in
+        y_train.size), from the kernels the mode needs (and the NTK, for the learning rate).
+
+        The matrix is assembled once, in float64, and the Cholesky factor takes its place (predict
+        ``factorize(overwrite=True)``): the worker's peak is one N × N matrix (8 N² bytes: 1.15 GB for
+        12,000 points), two where the mode needs both kernels. float32 kernels are solved in float64
+        too: a float32 Cholesky loses all digits once the kernel's condition number nears 1/ε₃₂ ≈ 10⁷,
+        common for NTKs of similar points at a small diag_reg, and iterative refinement would keep the
+        float64 matrix next to the float32 factor (1.5× the memory) and still fail there; float64 costs
+        2× the float32 flops and nothing in memory that the limit (NTK_MAX_TRAIN_POINTS) does not
+        already count on."""
+        method = method_for(request.t)
+        names = set(required_kernels(request.kernel, request.compute_cov)["train_train"]) | {"ntk"}
+        with phases("read train kernel"):
+            train = self.assembled(job, request, block, keep=names.__contains__, dtype=torch.float64)
+        if train is None:
+            return None
+        with phases("max learning rate"):
+            if method == "cholesky":  # the factorization overwrites the matrix: its largest eigenvalue first
+                lr_per_target = max_learning_rate(train["ntk"], 1)
+        with phases("factorize"):
+            fact = factorize(train, request.kernel, diag_reg=request.diag_reg,
+                             diag_reg_absolute_scale=request.diag_reg_absolute_scale, method=method,
+                             dtype=torch.float64, device=self.device, overwrite=True)
+        if method != "cholesky":
+            lr_per_target = max_learning_rate(train["ntk"], 1, factorization=fact)
+        return fact, lr_per_target
+
+    def succeed(self, job: dict, arrays: dict | None, answer: dict) -> None:
+        """Store the answer's arrays (None: already in place), then end the job: whoever sees
+        "succeeded" finds the result."""
+        if arrays is not None:
+            self.store.put(keys.job_result(job["id"]), ttl=self.settings.job_ttl_s, **arrays)
+        cached = int(self.store.redis.hget(keys.job(job["id"]), "computed") or 0) == 0
+        if self.jobs.end(job, "succeeded", answer={**answer, "cached": cached}):
+            log.info("succeeded")
 
 
-def factorize_train(job: dict, request: dict, block: Block, phases: Phases) -> tuple[Factorization, float] | None:
-    """The train kernel's factorization and the max learning rate per target entry (linear in
-    y_train.size), from the kernels the mode needs (and the NTK, for the learning rate).
-
-    The matrix is assembled once, in float64, and the Cholesky factor takes its place (predict
-    ``factorize(overwrite=True)``): the worker's peak is one N × N matrix (8 N² bytes: 1.15 GB for
-    12,000 points), two where the mode needs both kernels. float32 kernels are solved in float64
-    too: a float32 Cholesky loses all digits once the kernel's condition number nears 1/ε₃₂ ≈ 10⁷,
-    common for NTKs of similar points at a small diag_reg, and iterative refinement would keep the
-    float64 matrix next to the float32 factor (1.5× the memory) and still fail there; float64 costs
-    2× the float32 flops and nothing in memory that the limit (NTK_MAX_TRAIN_POINTS) does not
-    already count on."""
-    method = method_for(request["t"])
-    names = set(required_kernels(request["kernel"], request["compute_cov"])["train_train"]) | {"ntk"}
-    with phases("read train kernel"):
-        train = assembled(job, request, block, keep=names.__contains__, dtype=torch.float64)
-    if train is None:
-        return None
-    with phases("max learning rate"):
-        if method == "cholesky":  # the factorization overwrites the matrix: its largest eigenvalue first
-            lr_per_target = max_learning_rate(train["ntk"], 1)
-    with phases("factorize"):
-        fact = factorize(train, request["kernel"], diag_reg=request["diag_reg"],
-                         diag_reg_absolute_scale=request["diag_reg_absolute_scale"], method=method,
-                         dtype=torch.float64, device=device, overwrite=True)
-    if method != "cholesky":
-        lr_per_target = max_learning_rate(train["ntk"], 1, factorization=fact)
-    return fact, lr_per_target
-
-
-def succeed(job: dict, arrays: dict | None, answer: dict) -> None:
-    """Store the answer's arrays (None: already in place), then end the job: whoever sees
-    "succeeded" finds the result."""
-    if arrays is not None:
-        store.put(keys.job_result(job["id"]), ttl=settings.job_ttl_s, **arrays)
-    cached = int(store.redis.hget(keys.job(job["id"]), "computed") or 0) == 0
-    if jobs.end(job, "succeeded", answer={**answer, "cached": cached}):
-        log.info("succeeded")
+def declare_actors(tasks: Tasks) -> None:
+    """The three actors, on the context's broker; the errors a job's inputs cause are expected
+    (``throws``: the middleware fails the job with their problem, Retries does not retry them)."""
+    for name, step, priority in ((PLAN, tasks.plan_job, 0), (TILE, tasks.compute_tile, 10),
+                                 (FINISH, tasks.finish_job, 0)):
+        dramatiq.actor(step, broker=tasks.broker, actor_name=name, queue_name=QUEUE, priority=priority,
+                       throws=JOB_ERRORS)

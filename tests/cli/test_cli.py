@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from ntk.cli.main import build_parser, main
-from ntk.worker.compute import targets
 from ntk.engine import kernel_fn
-from ntk.engine.monte_carlo import DEFAULT_SAMPLES, monte_carlo_kernel_fn
-from ntk.engine.predict import predict_from_spec
+from ntk.engine.monte_carlo import monte_carlo_kernel_fn
+from ntk.engine.predict import class_targets, predict_from_spec
+from ntk.spec.limits import DEFAULT_SAMPLES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -281,7 +281,7 @@ def predict_one_hot(tmp_path, *url):
 def test_one_hot_labels_are_the_classes_in_column_order(tmp_path):
     x, saved = predict_one_hot(tmp_path)
     np.testing.assert_array_equal(saved["labels"], [3, 7, 9])
-    y, classes = targets({"targets": "one_hot"}, LABELS)
+    y, classes = class_targets(LABELS)
     expected = predict_from_spec(SPEC, x, y, np.load(tmp_path / "x_test.npy"), diag_reg=1e-4)
     assert saved["mean"].shape == (4, 3)
     np.testing.assert_allclose(saved["mean"], expected.mean.numpy(), rtol=1e-12)

@@ -470,7 +470,7 @@ def test_redis_failures_are_problems_without_redis_text():
     """What redis-py says (commands, keys, addresses) is logged, never answered."""
     import redis
 
-    from ntk.core.jobstate import redis_problem
+    from ntk.core.problems import redis_problem
 
     failures = [redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
                 redis.ConnectionError("Error 111 connecting to localhost:6379. Connection refused."),

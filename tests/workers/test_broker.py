@@ -1,4 +1,4 @@
-"""ntk.worker.broker: which task failures Dramatiq retries (transient), and that a task which will not run
+"""ntk.core.broker: which task failures Dramatiq retries (transient), and that a task which will not run
 again fails its job (FinalFailure)."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from dramatiq.middleware import Middleware, Retries, SkipMessage
 
 from ntk.core.settings import Settings
 from ntk.core import keys
-from ntk.worker.broker import FINISH, PLAN, QUEUE, TILE, FinalFailure, transient
+from ntk.core.broker import FINISH, PLAN, QUEUE, TILE, transient
+from ntk.worker.middleware import FinalFailure
 from ntk.core.jobstate import Jobs
 
 

@@ -10,10 +10,13 @@ import pytest
 import redis
 
 from ntk.core import keys
+from ntk.core.job import ArrayRef, KernelJob
 from ntk.core.jobstate import END, SUBMIT, end_call, submit_call
 
 REQUEST_KEY = "a" * 64
 INLINE = {"d" * 64: b"npy bytes of x1"}
+JOB = KernelJob(architecture={"layers": [{"type": "Relu"}]}, dtype="float64", x1=ArrayRef(digest="d" * 64, shape=[1, 1]),
+                get=["ntk"])
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +31,7 @@ def scripts(r):
     submit, end = r.register_script(SUBMIT), r.register_script(END)
 
     def submit_new(job_id: str | None = None) -> tuple[str, str]:
-        script_keys, args = submit_call(job_id or uuid.uuid4().hex, "kernels", {"kind": "kernels"}, REQUEST_KEY,
-                                        "request-1", INLINE)
+        script_keys, args = submit_call(job_id or uuid.uuid4().hex, JOB, REQUEST_KEY, "request-1", INLINE)
         owner, how = submit(keys=script_keys, args=args)
         return owner.decode(), how.decode()
 

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from ntk.api import deps
 from ntk.api.problems import problem_responses, respond
 from ntk.core import keys
-from ntk.core.jobstate import problem
+from ntk.core.problems import problem
 
 log = logging.getLogger("ntk.api")
 router = APIRouter(tags=["health"])

@@ -6,9 +6,10 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from ntk.api import deps, jobs, limits
 from ntk.api.inputs import Inputs, OffLoopJson, fits, same_features
-from ntk.engine.monte_carlo import DEFAULT_SAMPLES
 from ntk.api.problems import problem_responses
 from ntk.api.schemas import Accepted, KernelAnswer, KernelRequest
+from ntk.core.job import KernelJob
+from ntk.spec.limits import DEFAULT_SAMPLES
 
 router = APIRouter(prefix="/v1", tags=["kernels"], dependencies=[Depends(deps.authorize), Depends(deps.json_body)],
                    route_class=OffLoopJson)
@@ -31,11 +32,7 @@ async def kernels(body: KernelRequest, request: Request, settings: deps.Settings
     samples = (body.samples or DEFAULT_SAMPLES) if body.method == "monte_carlo" else None
     architecture = fits(body.architecture, x1["shape"][1:])
     limits.check_kernels(settings, body, x1, x2, samples)
-    job_request = {
-        "kind": "kernels", "architecture": architecture,
-        "dtype": body.dtype or settings.dtype, "x1": x1, "x2": x2, "get": sorted(set(body.get)),
-        "method": body.method,
-        "samples": samples,
-        "seed": (body.seed or 0) if body.method == "monte_carlo" else None,
-    }
-    return await jobs.compute(request, "kernels", job_request, inputs.inline, wait)
+    job = KernelJob(architecture=architecture, dtype=body.dtype or settings.dtype, x1=x1, x2=x2,
+                    get=sorted(set(body.get)), method=body.method, samples=samples,
+                    seed=(body.seed or 0) if body.method == "monte_carlo" else None)
+    return await jobs.compute(request, job, inputs.inline, wait)

@@ -8,6 +8,7 @@ from ntk.api import deps, jobs, limits
 from ntk.api.inputs import Inputs, OffLoopJson, fits, same_features
 from ntk.api.routers.kernels import PROBLEMS, WAIT
 from ntk.api.schemas import Accepted, PredictAnswer, PredictRequest
+from ntk.core.job import PredictJob
 
 router = APIRouter(prefix="/v1", tags=["predict"], dependencies=[Depends(deps.authorize), Depends(deps.json_body)],
                    route_class=OffLoopJson)
@@ -24,11 +25,8 @@ async def predict(body: PredictRequest, request: Request, settings: deps.Setting
     x_test = await inputs.points(body.x_test, "x_test")
     same_features(x_test, x_train, "x_test", "x_train")
     limits.check_predict(settings, body, x_train, x_test)
-    job_request = {
-        "kind": "predict", "architecture": fits(body.architecture, x_train["shape"][1:]),
-        "dtype": body.dtype or settings.dtype, "x_train": x_train, "y_train": y_train, "x_test": x_test,
-        "kernel": body.kernel, "targets": body.targets, "t": body.t, "learning_rate": body.learning_rate,
-        "diag_reg": body.diag_reg, "diag_reg_absolute_scale": body.diag_reg_absolute_scale,
-        "compute_cov": body.compute_cov,
-    }
-    return await jobs.compute(request, "predict", job_request, inputs.inline, wait)
+    job = PredictJob(architecture=fits(body.architecture, x_train["shape"][1:]), dtype=body.dtype or settings.dtype,
+                     x_train=x_train, y_train=y_train, x_test=x_test, kernel=body.kernel, targets=body.targets,
+                     t=body.t, learning_rate=body.learning_rate, diag_reg=body.diag_reg,
+                     diag_reg_absolute_scale=body.diag_reg_absolute_scale, compute_cov=body.compute_cov)
+    return await jobs.compute(request, job, inputs.inline, wait)

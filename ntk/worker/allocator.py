@@ -9,7 +9,8 @@ temporaries in the heap, where the next block reuses them without faults (bench/
 CNN-GAP 2.6× faster, 1.71 s → 0.67 s; CNN-Flatten 1.3×; FC-5 unchanged). The price: up to
 ``TRIM_THRESHOLD`` bytes of freed memory stay in the process rather than going back to the OS.
 
-Process-wide and done once, when the engine is imported; not done where the environment already
+Process-wide, so done by the processes that compute (a worker at start, the CLI, the benches),
+never by importing the engine; not done where the environment already
 sets glibc's own ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_`` (the user chose), nor
 where the C library has no ``mallopt`` (macOS, Windows).
 """

@@ -1,4 +1,4 @@
-"""ntk.engine.allocator: freed memory stays in the process unless the user set glibc's own knobs."""
+"""ntk.worker.allocator: freed memory stays in the process unless the user set glibc's own knobs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-CHECK = "from ntk.engine.allocator import keep_freed_memory; print(keep_freed_memory())"
+CHECK = "from ntk.worker.allocator import keep_freed_memory; print(keep_freed_memory())"
 
 
 def run(env: dict) -> str:

@@ -1,0 +1,104 @@
+"""The job a request becomes, as it crosses Redis from the API to the workers: typed models, a
+discriminated union of kernel and prediction jobs (``kind``), and its identity.
+
+Arrays in a job are references (``ArrayRef``): ``digest`` hashes the array's dtype, shape and
+bytes, ``dataset`` names the stored dataset holding it (None: the array came inline and lives in
+the job's inputs under its digest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
+
+DType = Literal["float32", "float64"]
+Time = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+# Training time as every interface writes it (REST, SDK, CLI, a job): a number, or a list of
+# them; null (None) is t = ∞, alone or in a list. How many a prediction may ask for is a setting
+# (NTK_MAX_TIMES, ntk.api.limits), not part of the type.
+Times = Annotated[
+    Union[Annotated[Time, Tag("time")], Annotated[list[Time | None], Field(min_length=1), Tag("times")]],
+    Discriminator(lambda value: "times" if isinstance(value, list) else "time"),
+]
+
+
+def times_as_floats(t: float | list[float | None] | None) -> float | list[float]:
+    """``t`` (null = ∞) with ∞ written ``inf``, as an npz's float array holds it."""
+    if isinstance(t, list):
+        return [math.inf if v is None else v for v in t]
+    return math.inf if t is None else t
+
+
+def engine_times(t: float | list[float | None] | None) -> float | list[float] | None:
+    """``t`` (null = ∞) as the engine takes it (ntk.engine.predict): a lone None stays None, the
+    limit solved by Cholesky (NT ``gp_inference``); inside a list ∞ is ``inf``, solved with the
+    other times by one eigendecomposition (NT ``gradient_descent_mse_ensemble``)."""
+    return None if t is None else times_as_floats(t)
+
+
+class ArrayRef(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    digest: str
+    shape: list[int]
+    dataset: str | None = None
+    field: Literal["x", "y"] = "x"
+
+
+class KernelJob(BaseModel):
+    """K(x1, x2) and/or Θ(x1, x2) (x2 None: x1 against itself)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["kernels"] = "kernels"
+    architecture: dict  # canonical (ntk.spec), checked against the points by the API
+    dtype: DType
+    x1: ArrayRef
+    x2: ArrayRef | None = None
+    get: list[Literal["nngp", "ntk"]]
+    method: Literal["analytic", "monte_carlo"] = "analytic"
+    samples: int | None = None  # Monte Carlo only
+    seed: int | None = None  # Monte Carlo only
+
+
+class PredictJob(BaseModel):
+    """The infinite ensemble's mean (and covariance) on x_test after training on (x_train, y_train)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["predict"] = "predict"
+    architecture: dict
+    dtype: DType
+    x_train: ArrayRef
+    y_train: ArrayRef
+    x_test: ArrayRef
+    kernel: Literal["ntk", "nngp", "ntkgp"] = "ntk"
+    targets: Literal["one_hot"] | None = None  # y_train holds class labels (ntk.engine.predict.targets)
+    t: Times | None = None
+    learning_rate: float = 1.0
+    diag_reg: float = 0.0
+    diag_reg_absolute_scale: bool = False
+    compute_cov: bool = True
+
+
+Job = Annotated[Union[KernelJob, PredictJob], Field(discriminator="kind")]
+JOBS: TypeAdapter[KernelJob | PredictJob] = TypeAdapter(Job)
+
+
+def digest_of(document: Any) -> str:
+    return hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def request_key(job: KernelJob | PredictJob) -> str:
+    """Identical requests (same numbers asked of the same data) have the same key, however their
+    arrays travelled (inline or as a dataset)."""
+    def strip(value):
+        if isinstance(value, dict) and "digest" in value:
+            return value["digest"]
+        return value
+    return digest_of({name: strip(value) for name, value in job.model_dump(mode="json").items()})

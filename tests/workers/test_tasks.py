@@ -1,0 +1,114 @@
+"""ntk.worker.tasks and its middleware, in-process: the actors on Dramatiq's StubBroker with the
+workers' middleware, against a real Redis (or Valkey) for the job's state. What is asserted is
+the job's state and result, never time."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+
+import dramatiq
+import numpy as np
+import pytest
+import redis
+from dramatiq.brokers.stub import StubBroker
+
+from ntk.core import keys
+from ntk.core.broker import PLAN, QUEUE, enqueue
+from ntk.core.codec import pack_array
+from ntk.core.job import ArrayRef, KernelJob, PredictJob, request_key
+from ntk.core.jobstate import END, SUBMIT, Jobs, end_call, submit_call
+from ntk.core.settings import Settings
+from ntk.worker.context import build_context
+from ntk.worker.middleware import worker_middleware
+from ntk.worker.plan import blocks
+from ntk.worker.tasks import Tasks, declare_actors
+
+W_STD, B_STD = 1.3, 0.2
+DENSE = {"layers": [{"type": "Dense", "out_dim": 1, "w_std": W_STD, "b_std": B_STD}]}
+
+
+@pytest.fixture
+def context(redis_url):
+    """A worker's context on a StubBroker; tiles of 2 × 2 points, so that a job of a few points
+    has several tiles to plan, compute and join."""
+    settings = Settings(redis_url=redis_url, tile=2, device="cpu")
+    client = redis.Redis.from_url(redis_url)
+    broker = StubBroker(middleware=worker_middleware(settings, Jobs(client, settings.job_ttl_s)))
+    broker.emit_after("process_boot")
+    context = build_context(settings, broker)
+    declare_actors(Tasks(context))
+    yield context
+    broker.close()
+
+
+def submit(context, architecture: dict, x: np.ndarray) -> str:
+    """A kernels job on inline points, created as the API creates it (jobstate.SUBMIT)."""
+    data = pack_array(x)
+    digest = hashlib.sha256(data).hexdigest()
+    request = KernelJob(architecture=architecture, dtype="float64", x1=ArrayRef(digest=digest, shape=list(x.shape)),
+                        get=["nngp", "ntk"])
+    job_id = uuid.uuid4().hex
+    script_keys, args = submit_call(job_id, request, request_key(request), "test", {digest: data})
+    context.store.redis.register_script(SUBMIT)(keys=script_keys, args=args)
+    return job_id
+
+
+def run(context, job_id: str) -> dict:
+    """Queue the job's plan and work the queue until it is empty; the job as it is then."""
+    enqueue(context.broker, PLAN, job_id)
+    worker = dramatiq.Worker(context.broker, worker_timeout=10)
+    worker.start()
+    try:
+        context.broker.join(QUEUE, fail_fast=False)
+        worker.join()
+    finally:
+        worker.stop()
+    return context.jobs.get(job_id)
+
+
+def test_a_job_of_several_tiles_is_planned_computed_and_joined(context):
+    x = np.random.default_rng(0).standard_normal((5, 3))
+    job_id = submit(context, DENSE, x)
+    job = run(context, job_id)
+    assert job["status"] == "succeeded", job.get("error")
+    assert int(job["total"]) == 6  # 5 points in blocks of 2: 3 row blocks, their upper triangle
+    result = context.store.get(keys.job_result(job_id))
+    # one Dense layer (NTK parameterization): K = Θ = w² x·x'/d + b² (Jacot et al. 2018, eq. 3)
+    expected = W_STD**2 * x @ x.T / x.shape[1] + B_STD**2
+    np.testing.assert_allclose(result["nngp"], expected, rtol=1e-12)
+    np.testing.assert_allclose(result["ntk"], expected, rtol=1e-12)
+    assert json.loads(job["answer"])["shape"] == [5, 5]
+
+
+def test_the_tasks_of_a_cancelled_job_are_skipped(context):
+    x = np.ones((5, 3))
+    job_id = submit(context, DENSE, x)
+    context.jobs.start(job_id)
+    job = context.jobs.get(job_id)
+    script_keys, args = end_call(job_id, job["request_key"], "cancelled", 60)
+    context.store.redis.register_script(END)(keys=script_keys, args=args)
+    job = run(context, job_id)
+    assert job["status"] == "cancelled" and "error" not in job and "computed" not in job
+
+
+def test_an_architecture_the_points_do_not_fit_fails_its_job_with_422(context):
+    conv = {"layers": [{"type": "Conv", "out_chan": 1, "filter_shape": [3, 3]}]}
+    job = run(context, submit(context, conv, np.ones((3, 4))))
+    error = json.loads(job["error"])
+    assert job["status"] == "failed" and (error["status"], error["title"]) == (422, "Invalid architecture")
+
+
+def test_a_block_is_named_by_what_it_computes_not_by_which_kernels_were_asked():
+    def ref(digest: str, n: int) -> ArrayRef:
+        return ArrayRef(digest=digest, shape=[n, 2])
+
+    predict = PredictJob(architecture=DENSE, dtype="float64", x_train=ref("a", 4), y_train=ref("y", 4),
+                         x_test=ref("b", 3))
+    need = blocks(predict)
+    assert list(need) == ["train_train", "test_train", "test_test"]
+    assert need["test_train"].shape == (3, 4) and need["train_train"].x2 is None
+    kernels = KernelJob(architecture=DENSE, dtype="float64", x1=ref("a", 4), x2=ref("a", 4), get=["ntk"])
+    assert blocks(kernels)["kernel"].id == blocks(kernels.model_copy(update={"get": ["nngp"]}))["kernel"].id
+    assert blocks(kernels)["kernel"].id == need["train_train"].id  # x2 = x1 is K(x1, x1): the same tiles
