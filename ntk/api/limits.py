@@ -30,7 +30,7 @@ def dimensions(shape: list[int]) -> str:
     return " × ".join(map(str, shape))
 
 
-def check_points(settings: Settings, shape: list[int], path: str, what: str = "the number of points") -> None:
+def check_point_counts(settings: Settings, shape: list[int], path: str, what: str = "the number of points") -> None:
     """An array of points, as one request or one dataset holds them."""
     within(settings, "max_points", shape[0], path, what)
     within(settings, "max_features", prod(shape[1:]), path, f"the numbers in one point ({dimensions(shape[1:])})")
@@ -63,7 +63,7 @@ def check_kernels(settings: Settings, body: KernelRequest, x1: dict, x2: dict | 
     is known to run on points of that shape (ntk.api.inputs.fits)."""
     n1 = x1["shape"][0]
     n2 = n1 if x2 is None else x2["shape"][0]
-    check_points(settings, [n1 + (0 if x2 is None else n2), *x1["shape"][1:]], "x1", "the points in x1 and x2")
+    check_point_counts(settings, [n1 + (0 if x2 is None else n2), *x1["shape"][1:]], "x1", "the points in x1 and x2")
     within(settings, "max_kernel_entries", n1 * n2, "x1" if x2 is None else "x2", f"the kernel's entries ({n1} × {n2})")
     if body.method == "monte_carlo":
         width = widest_layer(body.architecture)
@@ -80,7 +80,7 @@ def check_kernels(settings: Settings, body: KernelRequest, x1: dict, x2: dict | 
 
 def check_predict(settings: Settings, body: PredictRequest, x_train: dict, x_test: dict) -> None:
     n_train, n_test = x_train["shape"][0], x_test["shape"][0]
-    check_points(settings, [n_train + n_test, *x_train["shape"][1:]], "x_train", "the points in x_train and x_test")
+    check_point_counts(settings, [n_train + n_test, *x_train["shape"][1:]], "x_train", "the points in x_train and x_test")
     within(settings, "max_train_points", n_train, "x_train", "the number of training points")
     times = len(body.t) if isinstance(body.t, list) else 1
     within(settings, "max_times", times, "t", "the number of times")

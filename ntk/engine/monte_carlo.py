@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Literal
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,8 +57,6 @@ from ntk.spec.limits import DEFAULT_SAMPLES, MAX_SAMPLES
 
 # Largest intermediate (elements) a contraction builds at once; larger ones are split.
 CHUNK_ELEMENTS = 1 << 25
-# Tests set this to "gram" or "grads" to exercise one evaluation of spatial weight sharing.
-_FORCE_ROUTE: str | None = None
 
 
 def sample_seed(seed: int, index: int) -> int:
@@ -163,6 +162,7 @@ def empirical_kernels(
     get: Sequence[str] = KERNELS,
     batch_size: int | None = None,
     should_stop: ShouldStop | None = None,
+    route: Literal["gram", "grads"] | None = None,
 ) -> dict[str, Tensor]:
     """The empirical NNGP and/or NTK of one network, each (N1, N2), the output axis traced out.
 
@@ -170,7 +170,9 @@ def empirical_kernels(
     fraction of its memory. x2 = None means x2 = x1, and the result is exactly symmetric.
     ``batch_size`` (default: as many points as keep one block's features near FEATURE_ELEMENTS)
     splits x1 and x2 into blocks whose kernels are computed one pair at a time; before each pair
-    ``should_stop()`` is asked, and ``Stopped`` raised when it answers True.
+    ``should_stop()`` is asked, and ``Stopped`` raised when it answers True. ``route`` picks
+    how spatial weight sharing is summed (position Gram matrices, or per-example weight
+    gradients; default: whichever needs fewer flops, layer by layer).
     """
     get = tuple(get)
     need_ntk = "ntk" in get
@@ -181,7 +183,7 @@ def empirical_kernels(
     if n1 <= step and n2 <= step:
         f1 = _features(net, x1, need_ntk)
         f2 = f1 if symmetric else _features(net, other, need_ntk)
-        out = _contract(net, f1, f2, get, symmetric)
+        out = _contract(net, f1, f2, get, symmetric, route)
     else:
         out = {name: x1.new_empty((n1, n2)) for name in get}
         for i0 in range(0, n1, step):
@@ -191,7 +193,7 @@ def empirical_kernels(
                     raise Stopped(i0 * n2 + j0, n1 * n2)
                 same = symmetric and i0 == j0
                 f2 = f1 if same else _features(net, other[j0:j0 + step], need_ntk)
-                block = _contract(net, f1, f2, get, same)
+                block = _contract(net, f1, f2, get, same, route)
                 for name in get:
                     out[name][i0:i0 + step, j0:j0 + step] = block[name]
                     if symmetric and not same:
@@ -235,7 +237,7 @@ def _features(net: Network, x: Tensor, need_ntk: bool) -> _Features:
         return _Features(out, list(inputs), list(deltas))
 
 
-def _contract(net: Network, f1: _Features, f2: _Features, get, symmetric: bool) -> dict[str, Tensor]:
+def _contract(net: Network, f1: _Features, f2: _Features, get, symmetric: bool, route) -> dict[str, Tensor]:
     k = f1.out.shape[1]
     out = {}
     if "nngp" in get:
@@ -243,12 +245,13 @@ def _contract(net: Network, f1: _Features, f2: _Features, get, symmetric: bool) 
     if "ntk" in get:
         ntk = f1.out.new_zeros((f1.out.shape[0], f2.out.shape[0]))
         for i, layer in enumerate(net.affine_layers()):
-            ntk += _layer_ntk(layer, f1.inputs[i], f1.deltas[i], f2.inputs[i], f2.deltas[i], symmetric)
+            ntk += _layer_ntk(layer, f1.inputs[i], f1.deltas[i], f2.inputs[i], f2.deltas[i], symmetric, route)
         out["ntk"] = ntk / k
     return out
 
 
-def _layer_ntk(layer: Affine, x1: Tensor, d1: Tensor, x2: Tensor, d2: Tensor, symmetric: bool) -> Tensor:
+def _layer_ntk(layer: Affine, x1: Tensor, d1: Tensor, x2: Tensor, d2: Tensor, symmetric: bool,
+               route: str | None) -> Tensor:
     """One affine layer's share of Σ_j ⟨∂f_j(x1)/∂θ, ∂f_j(x2)/∂θ⟩ over its weight and bias."""
     k, n1 = d1.shape[:2]
     n2 = d2.shape[1]
@@ -268,7 +271,7 @@ def _layer_ntk(layer: Affine, x1: Tensor, d1: Tensor, x2: Tensor, d2: Tensor, sy
     taps = math.prod(layer.filter_shape)
     gram_flops = n1 * n2 * (p_out * p_out * (k * out_chan + taps) + p_in * p_in * channels)
     grad_flops = (n1 + n2) * k * out_chan * channels * taps * p_out + n1 * n2 * k * out_chan * channels * taps
-    if (gram_flops <= grad_flops and _FORCE_ROUTE != "grads") or _FORCE_ROUTE == "gram":
+    if (route or ("gram" if gram_flops <= grad_flops else "grads")) == "gram":
         ntk += layer.w_scale**2 * _weight_ntk_gram(layer, x1, d1, x2, d2)
     else:
         ntk += layer.w_scale**2 * _weight_ntk_grads(layer, x1, d1, x2, d2, symmetric)

@@ -39,7 +39,6 @@ from torch import Tensor, nn
 
 from ntk.spec import architecture as S
 
-LAYER_NORM_EPS = 1e-12
 # Standard normals are drawn in float32 (3-4x faster than float64 on CPU, where drawing dominates
 # the cost of a wide sampled network) and scaled in float64; N(0, 1) rounded to 24 bits is
 # indistinguishable from N(0, 1) for every statistic computed here.
@@ -255,7 +254,7 @@ class Conv(Affine):
         self.filter_shape = tuple(layer.filter_shape)
         self.strides = tuple(layer.strides or (1,) * len(self.filter_shape))
         self.padding = layer.padding
-        self.pads = [same_pads(n, w, s) if layer.padding != "VALID" else (0, 0)
+        self.pads = [S.same_pads(n, w, s) if layer.padding != "VALID" else (0, 0)
                      for n, w, s in zip(spatial, self.filter_shape, self.strides)]
         self.padded_shape = tuple(n + lo + hi for n, (lo, hi) in zip(spatial, self.pads)) + (channels,)
         out_spatial = tuple((n - w) // s + 1 for n, w, s in zip(self.padded_shape[:-1], self.filter_shape,
@@ -272,13 +271,6 @@ class Conv(Affine):
     def contract(self, x: Tensor) -> Tensor:
         y = self._conv(channels_first(x), self.weight, stride=self.strides)
         return channels_last(y)
-
-
-def same_pads(n: int, window: int, stride: int) -> tuple[int, int]:
-    """XLA's SAME padding of an axis of size n: output ceil(n / s), the odd unit at the high end."""
-    out = -(-n // stride)
-    total = max((out - 1) * stride + window - n, 0)
-    return total // 2, total - total // 2
 
 
 def pad_spatial(x: Tensor, pads: Sequence[tuple[int, int]], padding: str) -> Tensor:
@@ -322,7 +314,7 @@ class AvgPool(nn.Module):
         self.window = tuple(layer.window_shape)
         self.strides = tuple(layer.strides or (1,) * len(self.window))
         self.padding = layer.padding
-        self.pads = [same_pads(n, w, s) if layer.padding != "VALID" else (0, 0)
+        self.pads = [S.same_pads(n, w, s) if layer.padding != "VALID" else (0, 0)
                      for n, w, s in zip(spatial, self.window, self.strides)]
         padded = [n + lo + hi for n, (lo, hi) in zip(spatial, self.pads)]
         out = tuple((n - w) // s + 1 for n, w, s in zip(padded, self.window, self.strides))
@@ -371,7 +363,7 @@ class LayerNorm(nn.Module):
     def forward(self, x: Tensor, tape: _Tape | None = None) -> Tensor:
         mean = x.mean(dim=self.axes, keepdim=True)
         var = (x - mean).square().mean(dim=self.axes, keepdim=True)
-        return (x - mean) / torch.sqrt(LAYER_NORM_EPS + var)
+        return (x - mean) / torch.sqrt(S.LAYER_NORM_EPS + var)
 
 
 def _ab_relu(a: float, b: float):

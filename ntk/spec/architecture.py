@@ -182,6 +182,11 @@ class Flatten(Layer):
     type: Literal["Flatten"]
 
 
+# LayerNorm divides by sqrt(eps + variance), as stax.LayerNorm does; the kernel map and the finite
+# network use the same eps.
+LAYER_NORM_EPS = 1e-12
+
+
 class LayerNorm(Layer):
     """Normalizes over ``axis`` (counted over the whole ``(N, ..., C)`` array as in
     ``stax.LayerNorm``: [-1] the channels, [1, 2, 3] height, width and channels of an image)."""
@@ -419,6 +424,14 @@ def _window_output(spatial, window, strides, padding, path, field) -> tuple[int,
         else:
             out.append(-(-n // s))
     return tuple(out)
+
+
+def same_pads(n: int, window: int, stride: int) -> tuple[int, int]:
+    """XLA's SAME padding of an axis of size n: output ceil(n / s), the odd unit at the high end.
+    Shared by the kernel maps and the finite networks, so both pad exactly alike."""
+    out = -(-n // stride)
+    total = max((out - 1) * stride + window - n, 0)
+    return total // 2, total - total // 2
 
 
 def validation_errors(error: ValidationError) -> list[dict]:

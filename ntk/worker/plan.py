@@ -10,9 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ntk.core.job import ArrayRef, KernelJob, PredictJob, digest_of
-from ntk.engine import tiles
-
-Tile = tuple[int, int, int, int]
+from ntk.engine.kernel import Tile, tiles
 
 
 @dataclass(frozen=True)

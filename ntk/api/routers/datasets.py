@@ -71,7 +71,7 @@ def metadata(x: np.ndarray, y: np.ndarray | None) -> dict:
 def prepare(body: bytes, content_type: str, settings) -> tuple[dict, dict[str, bytes]]:
     """A dataset's metadata and its arrays as stored, from a body: CPU work, done in one thread."""
     arrays = parse(body, content_type, settings.max_body_bytes)
-    limits.check_points(settings, list(arrays["x"].shape), "x")
+    limits.check_point_counts(settings, list(arrays["x"].shape), "x")
     return metadata(arrays["x"], arrays["y"]), {name: pack_array(a) for name, a in arrays.items() if a is not None}
 
 

@@ -15,8 +15,6 @@ from torch import Tensor
 from ntk.spec import architecture as spec
 from ..state import KernelState, variance_pairs
 
-LAYER_NORM_EPS = 1e-12
-
 
 def dense(layer: spec.Dense, k: KernelState, parameterization: str) -> KernelState:
     """y = W x / sqrt(n) + b  (NTK parameterization), W, b ~ N(0, w_std²), N(0, b_std²).
@@ -122,7 +120,7 @@ def layer_norm(layer: spec.LayerNorm, k: KernelState, parameterization: str) -> 
     """
     ndim = k.spatial_ndim + 2  # batch, spatial..., channel
     spatial_axes = tuple(sorted({a % ndim - 1 for a in layer.axis} - {ndim - 2}))
-    (v11a, v11b), (v12a, v12b), pair22 = variance_pairs(k, mean_over=spatial_axes, shift=LAYER_NORM_EPS)
+    (v11a, v11b), (v12a, v12b), pair22 = variance_pairs(k, mean_over=spatial_axes, shift=spec.LAYER_NORM_EPS)
     scale12 = torch.rsqrt(v12a * v12b)
     return k.replace(
         nngp=k.nngp * scale12,
@@ -179,13 +177,6 @@ def _prod(values) -> int:
     return out
 
 
-def _same_pads(n: int, window: int, stride: int) -> tuple[int, int]:
-    """XLA's SAME padding: output ceil(n / s), the extra row split low-first."""
-    out = -(-n // stride)
-    total = max((out - 1) * stride + window - n, 0)
-    return total // 2, total - total // 2
-
-
 def _window_output(shape, window, strides, padding) -> tuple[int, ...]:
     if padding == "VALID":
         return tuple((n - w) // s + 1 for n, w, s in zip(shape, window, strides))
@@ -202,13 +193,13 @@ def _tap_sum(c: Tensor, dims: tuple[int, ...], window: int, stride: int, padding
         return _flat_tap_sum(c, dims, window)
     if padding == "CIRCULAR":
         n = c.shape[dims[0]]
-        lo, hi = _same_pads(n, window, stride)
+        lo, hi = spec.same_pads(n, window, stride)
         index = torch.arange(-lo, n + hi, device=c.device) % n
         for d in dims:
             c = c.index_select(d, index)
         padding = "VALID"
     n = c.shape[dims[0]]
-    lo = _same_pads(n, window, stride)[0] if padding == "SAME" else 0
+    lo = spec.same_pads(n, window, stride)[0] if padding == "SAME" else 0
     size = _window_output((n,), (window,), (stride,), padding)[0]
     # Output positions i whose input position s·i + f − lo lies inside [0, n), per tap f; a tap
     # that covers every output goes first, so the output starts as its copy instead of zeros.
@@ -273,7 +264,7 @@ def _tap_masks(shape: tuple[int, ...], window: int, dtype: torch.dtype, device: 
                ) -> list[tuple[int, Tensor]]:
     """For each nonzero SAME tap shift f: 1 where (i + f, i' + f) lies inside, 0 elsewhere, over
     the flattened ``shape`` (i, i', *rest)."""
-    lo = _same_pads(shape[0], window, 1)[0]
+    lo = spec.same_pads(shape[0], window, 1)[0]
     i = torch.arange(shape[0], device=device).view(-1, 1)
     masks = []
     for shift in (f - lo for f in range(window) if f != lo):
