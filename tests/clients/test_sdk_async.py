@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import time
 
 import numpy as np
 import pytest
@@ -110,16 +109,23 @@ def test_gather_runs_calls_concurrently(fake):
 
     async def run():
         async with AsyncClient(fake.url, **{**FAST, "poll_interval": 0.05, "max_poll_interval": 0.05}) as c:
-            started = time.monotonic()
-            answers = await asyncio.gather(*(c.kernels(ARCH, x) for x in inputs))
-            return answers, time.monotonic() - started
+            return await asyncio.gather(*(c.kernels(ARCH, x) for x in inputs))
 
-    answers, elapsed = asyncio.run(run())
+    answers = asyncio.run(run())
     for x, answer in zip(inputs, answers):
         np.testing.assert_array_equal(answer["ntk"], fake_kernels(SPEC, x)["ntk"])
-    # Serially, 6 jobs x 5 polls x 0.05 s would take 1.5 s; together they share the waits.
-    assert elapsed < 1.0
     assert len(fake.state.jobs) == 6
+    # In the server's log, jobs are in flight from their POST to their last poll. Serially, one
+    # job would be followed to its end before the next is sent: never two in flight at once.
+    log = [(r.method, r.path) for r in fake.state.log]
+    last_poll = {}
+    for i, (method, path) in enumerate(log):
+        if method == "GET" and path.startswith("/v1/jobs/"):
+            last_poll[path.split("/")[3]] = i
+    submitted = [i for i, (method, path) in enumerate(log) if (method, path) == ("POST", "/v1/kernels")]
+    in_flight = [sum(1 for s in submitted if s <= i) - sum(1 for end in last_poll.values() if end < i)
+                 for i in range(len(log))]
+    assert len(submitted) == 6 and max(in_flight) >= 2
 
 
 def test_async_retries_503(fake):
