@@ -6,7 +6,7 @@
 
 For each width, ``members`` one-hidden-layer ReLU networks (NTK parameterization, initialized as
 neural-tangents' stax) are trained by full-batch gradient descent on MSE on 8 points of the
-8-dimensional sphere (``ntk.engine.ensemble``: the experiment, its time convention and its
+8-dimensional sphere (``trained_ensembles``: the experiment, its time convention and its
 statistics are documented there), and their outputs on 6 test points, early in training, midway
 and near convergence, are scored against ``predict(kernel="ntk")``:
 
@@ -40,8 +40,7 @@ import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from ntk.engine import kernel_fn  # noqa: E402
-from ntk.engine.ensemble import (critical_z, experiment, one_hidden_layer, schedule,  # noqa: E402
-                                     sphere_problem)
+from trained_ensembles import critical_z, experiment, one_hidden_layer, schedule, sphere_problem  # noqa: E402
 
 ALPHA = 0.01
 

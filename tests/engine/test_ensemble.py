@@ -1,4 +1,4 @@
-"""Trained finite ensembles against the infinite-width prediction (ntk.engine.ensemble).
+"""Trained finite ensembles against the infinite-width prediction (bench/trained_ensembles.py).
 
 The slow tests (``-m slow``; ``-s`` prints the figures) are the central claim of the predict
 module: 256 networks of width 1024, trained by gradient descent on MSE, have the output mean and
@@ -25,9 +25,10 @@ import numpy as np
 import pytest
 import torch
 
+from trained_ensembles import (compare, critical_z, experiment, one_hidden_layer, schedule, sphere_problem,
+                               train_ensemble)
+
 from ntk.engine import kernel_fn
-from ntk.engine.ensemble import (compare, critical_z, experiment, one_hidden_layer, schedule,
-                                     sphere_problem, train_ensemble)
 from ntk.engine.monte_carlo import sample_seed
 from ntk.engine.networks import build_network
 from ntk.engine.predict import max_learning_rate

@@ -82,10 +82,10 @@ from scipy import stats
 from torch import Tensor
 from torch.func import functional_call, stack_module_state, vmap
 
-from .kernel import as_points, check_inputs, kernel_fn, resolve_device
-from .monte_carlo import sample_seed
-from .networks import build_network
-from .predict import Prediction, max_learning_rate, predict_from_spec
+from ntk.engine.kernel import as_points, check_inputs, kernel_fn, resolve_device
+from ntk.engine.monte_carlo import sample_seed
+from ntk.engine.networks import build_network
+from ntk.engine.predict import Prediction, max_learning_rate, predict_from_spec
 from ntk.spec.architecture import Architecture, SpecError
 
 __all__ = ["Schedule", "schedule", "EnsembleRun", "train_ensemble", "Agreement", "compare",
