@@ -27,66 +27,13 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import neural_tangents as nt  # noqa: E402
-from neural_tangents import stax  # noqa: E402
 
 import protocol  # noqa: E402
-
-
-# -- SPEC §2 JSON -> stax ---------------------------------------------------------------------
-
-def _opt(d: dict, key: str, default):
-    v = d.get(key, default)
-    return default if v is None and default is not None else v
-
-
-def layer_to_stax(layer: dict, parameterization: str):
-    t = layer["type"]
-    if t == "Dense":
-        return stax.Dense(layer["out_dim"], W_std=_opt(layer, "w_std", 1.0), b_std=layer.get("b_std"),
-                          parameterization=parameterization)
-    if t == "Conv":
-        fs = tuple(layer["filter_shape"])
-        strides = layer.get("strides")
-        return stax.Conv(layer["out_chan"], fs, None if strides is None else tuple(strides),
-                         padding=layer.get("padding", "VALID"), W_std=_opt(layer, "w_std", 1.0),
-                         b_std=layer.get("b_std"), parameterization=parameterization)
-    if t in ("Relu", "Abs", "Sign", "Identity"):
-        return getattr(stax, t)()
-    if t == "LeakyRelu":
-        return stax.LeakyRelu(layer["alpha"])
-    if t == "ABRelu":
-        return stax.ABRelu(layer["a"], layer["b"])
-    if t == "Erf":
-        return stax.Erf(_opt(layer, "a", 1.0), _opt(layer, "b", 1.0), _opt(layer, "c", 0.0))
-    if t == "Sin":
-        return stax.Sin(_opt(layer, "a", 1.0), _opt(layer, "b", 1.0), _opt(layer, "c", 0.0))
-    if t == "Gelu":
-        return stax.Gelu(approximate=bool(layer.get("approximate", False)))
-    if t == "AvgPool":
-        strides = layer.get("strides")
-        return stax.AvgPool(tuple(layer["window_shape"]), None if strides is None else tuple(strides),
-                            layer.get("padding", "VALID"))
-    if t == "GlobalAvgPool":
-        return stax.GlobalAvgPool()
-    if t == "Flatten":
-        return stax.Flatten()
-    if t == "LayerNorm":
-        return stax.LayerNorm(axis=tuple(layer.get("axis", [-1])))
-    if t == "Residual":
-        branch = serial_to_stax(layer["layers"], parameterization)
-        shortcut = serial_to_stax(layer.get("shortcut") or [], parameterization)
-        return stax.serial(stax.FanOut(2), stax.parallel(branch, shortcut), stax.FanInSum())
-    raise ValueError(f"nt_worker: layer type {t!r} not supported")
-
-
-def serial_to_stax(layers: list, parameterization: str):
-    if not layers:
-        return stax.Identity()
-    return stax.serial(*(layer_to_stax(l, parameterization) for l in layers))
+from nt_bridge import to_stax  # noqa: E402
 
 
 def spec_to_kernel_fn(spec: dict):
-    _, _, kernel_fn = serial_to_stax(spec["layers"], spec.get("parameterization", "ntk"))
+    _, _, kernel_fn = to_stax(spec)
     return kernel_fn
 
 

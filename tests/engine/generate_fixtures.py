@@ -32,108 +32,17 @@ import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
-from neural_tangents import stax  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+from nt_bridge import ELEMENTWISE_FNS, to_stax  # noqa: E402  (the translation bench/nt_worker.py uses too)
 
 warnings.filterwarnings("ignore")
 
-ROOT = Path(__file__).resolve().parents[2]
 OUT_DIR = ROOT / "tests" / "fixtures" / "kernels"
 
 RTOL_ANALYTIC = 1e-6
 RTOL_NUMERICAL = 1e-4
-
-# --------------------------------------------------------------------------
-# SPEC §2 JSON -> neural_tangents.stax
-# --------------------------------------------------------------------------
-
-ELEMENTWISE_FNS = {
-    "tanh": jnp.tanh,
-    "sigmoid": jax.nn.sigmoid,
-    "softplus": jax.nn.softplus,
-    "silu": jax.nn.silu,
-    "elu": jax.nn.elu,
-}
-
-ACTIVATIONS = {"Relu", "LeakyRelu", "ABRelu", "Abs", "Sign", "Identity", "Erf",
-               "Gelu", "Sin", "Elementwise"}
-
-
-def _layer(layer: dict, param: str):
-    t = layer["type"]
-    p = {k: v for k, v in layer.items() if k != "type"}
-
-    def take(name, default=None):
-        return p.pop(name, default)
-
-    if t == "Dense":
-        out = stax.Dense(take("out_dim"), W_std=take("w_std", 1.0),
-                         b_std=take("b_std", None), parameterization=param)
-    elif t == "Conv":
-        fs = tuple(take("filter_shape"))
-        strides = take("strides", None)
-        out = stax.Conv(take("out_chan"), fs,
-                        strides=None if strides is None else tuple(strides),
-                        padding=take("padding", "VALID"),
-                        W_std=take("w_std", 1.0), b_std=take("b_std", None),
-                        parameterization=param)
-    elif t == "Relu":
-        out = stax.Relu()
-    elif t == "Abs":
-        out = stax.Abs()
-    elif t == "Sign":
-        out = stax.Sign()
-    elif t == "Identity":
-        out = stax.Identity()
-    elif t == "LeakyRelu":
-        out = stax.LeakyRelu(take("alpha"))
-    elif t == "ABRelu":
-        out = stax.ABRelu(take("a"), take("b"))
-    elif t == "Erf":
-        out = stax.Erf(a=take("a", 1.0), b=take("b", 1.0), c=take("c", 0.0))
-    elif t == "Gelu":
-        out = stax.Gelu(approximate=take("approximate", False))
-    elif t == "Sin":
-        out = stax.Sin(a=take("a", 1.0), b=take("b", 1.0), c=take("c", 0.0))
-    elif t == "Elementwise":
-        out = stax.ElementwiseNumerical(ELEMENTWISE_FNS[take("fn")],
-                                        deg=take("degree", 64))
-    elif t == "AvgPool":
-        # strides omitted -> NT's default, (1, ..., 1) (NOT the window shape,
-        # as SPEC §2's table says; "defaults are NT's defaults" wins here).
-        ws = tuple(take("window_shape"))
-        strides = take("strides", None)
-        out = stax.AvgPool(ws, strides=None if strides is None else tuple(strides),
-                           padding=take("padding", "VALID"))
-    elif t == "GlobalAvgPool":
-        out = stax.GlobalAvgPool()
-    elif t == "Flatten":
-        out = stax.Flatten()
-    elif t == "LayerNorm":
-        axis = take("axis", [-1])
-        out = stax.LayerNorm(axis=tuple(axis) if isinstance(axis, list) else axis)
-    elif t == "Residual":
-        branch = _serial(take("layers"), param)
-        sc = take("shortcut", None)
-        shortcut = stax.Identity() if sc is None else _serial(sc, param)
-        out = stax.serial(stax.FanOut(2), stax.parallel(branch, shortcut),
-                          stax.FanInSum())
-    else:
-        raise ValueError(f"unknown layer type {t!r}")
-    if p:
-        raise ValueError(f"unused parameters for {t}: {sorted(p)}")
-    return out
-
-
-def _serial(layers: list, param: str):
-    if not layers:
-        return stax.Identity()
-    return stax.serial(*[_layer(l, param) for l in layers])
-
-
-def to_stax(spec: dict):
-    """Translate a SPEC §2 architecture dict to a neural-tangents stax triple."""
-    param = spec.get("parameterization", "ntk")
-    return _serial(spec["layers"], param)
 
 
 def layer_types(layers: list) -> set[str]:

@@ -27,8 +27,8 @@ import jax  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 import neural_tangents as nt  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generate_fixtures import to_stax  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from nt_bridge import to_stax  # noqa: E402  (the translation the kernel fixtures and the NT benchmark use)
 
 OUT_DIR = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "monte_carlo"
 
