@@ -86,7 +86,7 @@ def tile(block_id: str, tile: tuple[int, int, int, int]) -> str:
 
 
 def factorization(key: str) -> str:
-    """npz bytes (or manifest) of a train kernel's factorization (predict.Factorization.to_arrays)."""
+    """npz bytes (or manifest) of a train kernel's factorization (ntk.worker.store.factorization_arrays)."""
     return f"{PREFIX}:factorization:{key}"
 
 

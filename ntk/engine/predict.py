@@ -3,8 +3,8 @@ r"""Infinite-ensemble predictions of wide networks trained by gradient descent o
 This module reproduces ``neural_tangents.predict.gradient_descent_mse_ensemble`` (NT 0.6.5,
 ``neural_tangents/_src/predict.py``) called as ``predict_fn(t, x_test, get, compute_cov)``,
 but from *precomputed kernel blocks*: the service computes and caches Gram tiles separately,
-factorizes the train-train kernel once (:func:`factorize`, cacheable through
-:meth:`Factorization.to_arrays`), and answers many test sets and many times ``t`` from it
+factorizes the train-train kernel once (:func:`factorize`; the workers cache it, see
+``ntk.worker.store``), and answers many test sets and many times ``t`` from it
 (:func:`predict`). Pure torch: no service code is imported here.
 
 Notation (used in every docstring below)
@@ -65,8 +65,6 @@ finite t) it uses the limit ``φ_τ(0) = τ/n``. Every result is checked finite.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence, Union
@@ -88,7 +86,6 @@ __all__ = [
     "regularizer",
     "factorize",
     "method_for",
-    "factorization_key",
     "spectral_weights",
     "predict",
     "max_learning_rate",
@@ -100,7 +97,6 @@ __all__ = [
 
 KERNEL_MODES = ("ntk", "nngp", "ntkgp")
 METHODS = ("cholesky", "eigh")
-FORMAT = "ntk-service/predict-factorization/1"
 
 ArrayLike = Union[Tensor, np.ndarray, Sequence]
 Times = Union[None, float, int, Sequence[float], np.ndarray, Tensor]
@@ -272,24 +268,24 @@ class Factorization:
             out += ("eigh",)
         return out
 
-    def _tensors(self) -> dict[str, Tensor]:
+    def tensors(self) -> dict[str, Tensor]:
         names = ("cholesky", "evals", "evecs", "nngp_train_train")
         return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
 
     @property
     def device(self) -> torch.device:
-        return next(iter(self._tensors().values())).device
+        return next(iter(self.tensors().values())).device
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(iter(self._tensors().values())).dtype
+        return next(iter(self.tensors().values())).dtype
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self._tensors().values())
+        return sum(t.numel() * t.element_size() for t in self.tensors().values())
 
     def to(self, device=None, dtype=None) -> "Factorization":
-        kw = {k: v.to(device=device, dtype=dtype) for k, v in self._tensors().items()}
+        kw = {k: v.to(device=device, dtype=dtype) for k, v in self.tensors().items()}
         return Factorization(self.matrix, self.n, self.diag_reg, self.diag_reg_absolute_scale,
                              self.epsilon, **kw)
 
@@ -298,44 +294,6 @@ class Factorization:
         if dynamics_kernel(kernel) != self.matrix or method_for(t) not in self.methods:
             return False
         return not (kernel == "ntk" and compute_cov and self.nngp_train_train is None)
-
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        """Serialize to a dict of numpy arrays (``np.savez``-able without pickle)."""
-        out = {
-            "format": np.array(FORMAT),
-            "matrix": np.array(self.matrix),
-            "n": np.array(self.n, dtype=np.int64),
-            "diag_reg": np.array(self.diag_reg, dtype=np.float64),
-            "diag_reg_absolute_scale": np.array(bool(self.diag_reg_absolute_scale)),
-            "epsilon": np.array(self.epsilon, dtype=np.float64),
-        }
-        for k, v in self._tensors().items():
-            out[k] = v.detach().cpu().numpy()
-        return out
-
-    @classmethod
-    def from_arrays(cls, d: Mapping[str, Any], device=None, dtype=None) -> "Factorization":
-        """Inverse of :meth:`to_arrays` (accepts an ``np.load`` result too)."""
-        fmt = str(np.asarray(d["format"]))
-        if fmt != FORMAT:
-            raise PredictError(f"not a factorization of this format: {fmt!r} != {FORMAT!r}")
-        tensors = {}
-        for k in ("cholesky", "evals", "evecs", "nngp_train_train"):
-            if k in d:
-                tensors[k] = torch.as_tensor(np.asarray(d[k]), device=device)
-                if dtype is not None:
-                    tensors[k] = tensors[k].to(dtype)
-        f = cls(
-            matrix=str(np.asarray(d["matrix"])),
-            n=int(np.asarray(d["n"])),
-            diag_reg=float(np.asarray(d["diag_reg"])),
-            diag_reg_absolute_scale=bool(np.asarray(d["diag_reg_absolute_scale"])),
-            epsilon=float(np.asarray(d["epsilon"])),
-            **tensors,
-        )
-        if f.matrix not in ("nngp", "ntk") or not f.methods:
-            raise PredictError("malformed factorization arrays")
-        return f
 
 
 def _symmetric(a: Tensor) -> Tensor:
@@ -443,28 +401,6 @@ def _eigh(a: Tensor) -> tuple[Tensor, Tensor]:
         return torch.linalg.eigh(a)
     evals, evecs = np.linalg.eigh(a.numpy())
     return torch.from_numpy(evals), torch.from_numpy(evecs)
-
-
-def factorization_key(train_kernel_id: str, kernel: str, *, diag_reg: float,
-                      diag_reg_absolute_scale: bool, method: str,
-                      compute_cov: bool = True, dtype: str = "float64") -> str:
-    """Cache key (hex sha256) of the factorization :func:`factorize` would build.
-
-    Keyed by the train-train kernel's identity, the factorized matrix, whether the
-    unregularized NNGP rides along (``"ntk"`` mode with covariance), ``diag_reg`` (exact
-    float repr), its scale, the method and dtype.
-    """
-    ident = {
-        "train_kernel": train_kernel_id,
-        "matrix": dynamics_kernel(kernel),
-        "with_nngp": kernel == "ntk" and bool(compute_cov),
-        "diag_reg": float(diag_reg).hex(),
-        "diag_reg_absolute_scale": bool(diag_reg_absolute_scale),
-        "method": method,
-        "dtype": dtype,
-        "format": FORMAT,
-    }
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------------------------

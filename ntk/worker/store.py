@@ -4,23 +4,29 @@ Tiles, factorizations and results are values that may be stored in chunks (ntk.c
 in chunks"): ``put`` serializes arrays straight into chunks and ``get`` reads them back through a
 file that fetches chunks as numpy reads it, so neither holds the value's bytes whole next to its
 arrays: a 1.15 GB factorization costs the worker 1.15 GB plus a few chunks, not twice that.
+A train kernel's factorization is stored as the arrays ``factorization_arrays`` makes, under the
+key ``factorization_key`` names.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import io
+import json
 import struct
 import zipfile
 from collections import OrderedDict
 
 import numpy as np
 import redis
+import torch
 
 from ntk.core import keys
 from ntk.core.broker import FINISH, enqueue
 from ntk.core.codec import Manifest, chunk_digest, unpack, unpack_array
 from ntk.core.job import ArrayRef
+from ntk.engine.predict import Factorization, PredictError, dynamics_kernel
 
 
 class MissingInput(LookupError):
@@ -193,6 +199,71 @@ def read_npz(reader: "ChunkReader") -> dict[str, np.ndarray]:
             reader.read_into(memoryview(array.reshape(-1, order="A")).cast("B"))
             out[member.filename.removesuffix(".npy")] = array
     return out
+
+
+# -- factorizations: a train kernel's ntk.engine.predict.Factorization, as the store keeps it
+
+FACTORIZATION_FORMAT = "ntk-service/predict-factorization/1"
+
+
+def factorization_key(train_kernel_id: str, kernel: str, *, diag_reg: float, diag_reg_absolute_scale: bool,
+                      method: str, compute_cov: bool = True, dtype: str = "float64") -> str:
+    """Cache key (hex sha256) of the factorization ``factorize`` would build.
+
+    Keyed by the train-train kernel's identity, the factorized matrix, whether the
+    unregularized NNGP rides along (``"ntk"`` mode with covariance), ``diag_reg`` (exact
+    float repr), its scale, the method and dtype.
+    """
+    ident = {
+        "train_kernel": train_kernel_id,
+        "matrix": dynamics_kernel(kernel),
+        "with_nngp": kernel == "ntk" and bool(compute_cov),
+        "diag_reg": float(diag_reg).hex(),
+        "diag_reg_absolute_scale": bool(diag_reg_absolute_scale),
+        "method": method,
+        "dtype": dtype,
+        "format": FACTORIZATION_FORMAT,
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+
+def factorization_arrays(fact: Factorization) -> dict[str, np.ndarray]:
+    """The factorization as numpy arrays (``np.savez``-able without pickle)."""
+    out = {
+        "format": np.array(FACTORIZATION_FORMAT),
+        "matrix": np.array(fact.matrix),
+        "n": np.array(fact.n, dtype=np.int64),
+        "diag_reg": np.array(fact.diag_reg, dtype=np.float64),
+        "diag_reg_absolute_scale": np.array(bool(fact.diag_reg_absolute_scale)),
+        "epsilon": np.array(fact.epsilon, dtype=np.float64),
+    }
+    for k, v in fact.tensors().items():
+        out[k] = v.detach().cpu().numpy()
+    return out
+
+
+def factorization_from_arrays(d, device=None, dtype=None) -> Factorization:
+    """Inverse of :func:`factorization_arrays` (accepts an ``np.load`` result too)."""
+    fmt = str(np.asarray(d["format"]))
+    if fmt != FACTORIZATION_FORMAT:
+        raise PredictError(f"not a factorization of this format: {fmt!r} != {FACTORIZATION_FORMAT!r}")
+    tensors = {}
+    for k in ("cholesky", "evals", "evecs", "nngp_train_train"):
+        if k in d:
+            tensors[k] = torch.as_tensor(np.asarray(d[k]), device=device)
+            if dtype is not None:
+                tensors[k] = tensors[k].to(dtype)
+    f = Factorization(
+        matrix=str(np.asarray(d["matrix"])),
+        n=int(np.asarray(d["n"])),
+        diag_reg=float(np.asarray(d["diag_reg"])),
+        diag_reg_absolute_scale=bool(np.asarray(d["diag_reg_absolute_scale"])),
+        epsilon=float(np.asarray(d["epsilon"])),
+        **tensors,
+    )
+    if f.matrix not in ("nngp", "ntk") or not f.methods:
+        raise PredictError("malformed factorization arrays")
+    return f
 
 
 class Store:

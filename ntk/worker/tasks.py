@@ -31,11 +31,12 @@ from ntk.core.broker import FINISH, PLAN, QUEUE, TILE, enqueue
 from ntk.core.job import JOBS, KernelJob, PredictJob
 from ntk.engine import KERNELS
 from ntk.engine.kernel import place
-from ntk.engine.predict import Factorization, factorization_key, factorize, max_learning_rate, method_for, required_kernels
+from ntk.engine.predict import Factorization, factorize, max_learning_rate, method_for, required_kernels
 from ntk.worker import compute
 from ntk.worker.context import Context
 from ntk.worker.middleware import JOB_ERRORS, current_job
 from ntk.worker.plan import Block, blocks
+from ntk.worker.store import factorization_arrays, factorization_from_arrays, factorization_key
 
 log = logging.getLogger("ntk.worker")
 
@@ -214,7 +215,7 @@ class Tasks:
         with phases("read factorization"):
             arrays = self.store.get(fact_key) if cached_lr is not None else None
         if arrays is not None:
-            fact = Factorization.from_arrays(arrays, device=self.device)
+            fact = factorization_from_arrays(arrays, device=self.device)
             lr_per_target = float(cached_lr)
         else:
             if cached and self.requeued_evicted(job, [need["train_train"]]):  # evicted since (a chunk of) it
@@ -224,7 +225,7 @@ class Tasks:
                 return
             fact, lr_per_target = made
             with phases("store factorization"):
-                self.store.put(fact_key, **fact.to_arrays())
+                self.store.put(fact_key, **factorization_arrays(fact))
                 self.store.redis.set(lr_key, repr(lr_per_target), ex=self.settings.cache_ttl_s)
         y, labels = compute.targets(request, self.store.array(job["id"], request.y_train))
         kernels = required_kernels(request.kernel, request.compute_cov)

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ntk.engine import predict as P
+from ntk.worker.store import factorization_arrays, factorization_from_arrays, factorization_key
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "predict"
 CASES = sorted(p.stem for p in FIXTURES.glob("*.npz"))
@@ -42,7 +43,7 @@ def run_case(d: dict, meta: dict, roundtrip: bool = False) -> P.Prediction:
                        diag_reg_absolute_scale=meta["diag_reg_absolute_scale"],
                        method=P.method_for(t))
     if roundtrip:
-        fact = P.Factorization.from_arrays(fact.to_arrays())
+        fact = factorization_from_arrays(factorization_arrays(fact))
     return P.predict(fact, d["y_train"], td, tt, kernel=kernel, t=t,
                      learning_rate=meta["learning_rate"], compute_cov=cov)
 
@@ -241,11 +242,11 @@ def test_required_kernels():
 def test_factorization_roundtrip(tmp_path, kernel, method):
     dd, td, tt, y = synthetic()
     fact = P.factorize(dd, kernel, diag_reg=1e-2, diag_reg_absolute_scale=True, method=method)
-    arrays = fact.to_arrays()
+    arrays = factorization_arrays(fact)
     assert all(isinstance(v, np.ndarray) for v in arrays.values())
     np.savez(tmp_path / "f.npz", **arrays)
     with np.load(tmp_path / "f.npz", allow_pickle=False) as z:
-        back = P.Factorization.from_arrays(z)
+        back = factorization_from_arrays(z)
     assert (back.matrix, back.n, back.diag_reg, back.diag_reg_absolute_scale, back.epsilon,
             back.methods) == (fact.matrix, fact.n, fact.diag_reg, fact.diag_reg_absolute_scale,
                               fact.epsilon, fact.methods)
@@ -259,18 +260,18 @@ def test_factorization_roundtrip(tmp_path, kernel, method):
         assert back.serves(kernel, t, True)
     assert fact.nbytes > 0
     with pytest.raises(P.PredictError):
-        P.Factorization.from_arrays({**arrays, "format": np.array("other")})
+        factorization_from_arrays({**arrays, "format": np.array("other")})
 
 
 def test_factorization_key():
     k = dict(diag_reg=1e-4, diag_reg_absolute_scale=False, method="cholesky")
-    a = P.factorization_key("abc", "ntk", **k)
-    assert a == P.factorization_key("abc", "ntk", **k)
-    assert a != P.factorization_key("abc", "ntkgp", **k)      # no NNGP rides along
-    assert a != P.factorization_key("abc", "ntk", **{**k, "diag_reg": 1e-3})
-    assert a != P.factorization_key("abd", "ntk", **k)
-    assert (P.factorization_key("abc", "ntk", compute_cov=False, **k)
-            == P.factorization_key("abc", "ntkgp", **k))
+    a = factorization_key("abc", "ntk", **k)
+    assert a == factorization_key("abc", "ntk", **k)
+    assert a != factorization_key("abc", "ntkgp", **k)      # no NNGP rides along
+    assert a != factorization_key("abc", "ntk", **{**k, "diag_reg": 1e-3})
+    assert a != factorization_key("abd", "ntk", **k)
+    assert (factorization_key("abc", "ntk", compute_cov=False, **k)
+            == factorization_key("abc", "ntkgp", **k))
 
 
 def test_one_hot_targets_and_labels():
