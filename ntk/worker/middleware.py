@@ -21,20 +21,20 @@ import redis
 from dramatiq.middleware import Middleware, SkipMessage
 
 from ntk.core import keys
-from ntk.core.broker import PLAN, STEPS, LogContext, retries
+from ntk.core.broker import STEPS, LogContext, retries
 from ntk.core.jobstate import Jobs
 from ntk.core.problems import problem, redis_problem
 from ntk.core.settings import Settings
 from ntk.engine import NonFiniteKernel, SpecError
 from ntk.engine.predict import NotPositiveDefinite, PredictError
-from ntk.worker.compute import Cancelled
+from ntk.worker.compute import Cancelled, DeadlineExceeded
 from ntk.worker.store import MissingInput
 
 log = logging.getLogger("ntk.worker")
 
 # The errors a job's inputs cause: the job fails with its problem, the task is not retried, and
 # Dramatiq logs them as expected (the actors' ``throws``), without a traceback.
-JOB_ERRORS = (Cancelled, SpecError, NonFiniteKernel, PredictError, MissingInput)
+JOB_ERRORS = (Cancelled, DeadlineExceeded, SpecError, NonFiniteKernel, PredictError, MissingInput)
 
 # The job of the task being processed, as RunningJob read it when the task started.
 current_job: ContextVar[dict | None] = ContextVar("current_job", default=None)
@@ -57,7 +57,7 @@ class RunningJob(Middleware):
 
     def before_process_message(self, broker, message):
         job_id = message.args[0]
-        if message.actor_name == PLAN:
+        if STEPS.get(message.actor_name) == "plan":
             self.jobs.start(job_id)
         job = self.jobs.get(job_id)
         if job.get("status") != "running":
@@ -79,6 +79,12 @@ def job_problem(error: BaseException) -> dict | None:
         return redis_problem(error)  # 507, as the API answers a full Redis
     if isinstance(error, (Cancelled, redis.RedisError)):
         return None
+    if isinstance(error, DeadlineExceeded):
+        return problem(504, "Deadline exceeded", f"the job used {error.worked_s:.1f} s of worker time, past its "
+                       f"deadline of {error.deadline_s:.1f} s (its estimate × NTK_DEADLINE_MARGIN + "
+                       "NTK_DEADLINE_SLACK_S, at most NTK_MAX_JOB_SECONDS × NTK_DEADLINE_MARGIN): the cost model "
+                       "underestimated it, or the workers are overloaded; its work was stopped",
+                       value=round(error.worked_s, 1), limit=round(error.deadline_s, 1), setting="NTK_MAX_JOB_SECONDS")
     if isinstance(error, SpecError):
         return problem(422, "Invalid architecture", str(error), errors=error.errors)
     if isinstance(error, NonFiniteKernel):
