@@ -4,9 +4,10 @@ Dramatiq runs middleware hooks around every task (its own AgeLimit and Retries a
 the actors (ntk.worker.tasks) hold only their job's steps:
 
 - RunningJob: a task runs only while its job does (a plan task starts its queued job); the tasks
-  of a cancelled, failed or finished job are skipped, so workers stop within one tile.
+  of a cancelled, failed or finished job are skipped (the tile in progress is stopped by the
+  worker's watch, ntk.worker.watch).
 - JobProblems: an error a job's inputs caused fails the job with a precise problem (422 for an
-  invalid architecture, 507 for a full Redis, ...).
+  invalid architecture, 504 past its deadline, 507 for a full Redis, ...).
 - FinalFailure: a task that will not run again (retries exhausted, or skipped by another
   middleware) fails its job, so that no job stays "running" with nothing left to run it.
 - PoisonGuard: a task that keeps killing its worker fails its job.

@@ -3,6 +3,10 @@
     plan_job ──► compute_tile × (missing tiles) ──► finish_job
                  (the task completing the set enqueues the join)
 
+Each job runs in its lane (ntk.core.broker: interactive ahead of batch). A batch job has at most
+NTK_TILES_IN_FLIGHT tiles queued at a time, each tile done queueing the next behind the other
+jobs' (``queue_tiles``), so that batch jobs take turns.
+
 The join verifies that every tile it needs is still in Redis; evicted ones are re-enqueued (and,
 should memory be too small to ever hold them all at once, computed by the join itself). It then
 reads the tiles one at a time into matrices allocated once (``assembled``): a worker holds a
@@ -11,8 +15,9 @@ the join has read (to make room for the factorization, say).
 
 The steps hold only the job's work: the workers' middleware (ntk.worker.middleware) runs a task
 only while its job runs, handing it the job (``current_job``), so a cancelled job's remaining
-tasks end at once and workers stop within one tile; and it turns what a job's inputs can cause
-into the job's problem. ``Tasks`` is built on a worker's context (ntk.worker.context) when the
+tasks end at once; the tile in progress stops within about a layer of one block, by the worker's
+watch (ntk.worker.watch: cancel, deadline, progress); and the middleware turns what a job's
+inputs can cause into the job's problem. ``Tasks`` is built on a worker's context (ntk.worker.context) when the
 worker starts; ``declare_actors`` binds its steps to that context's broker.
 """
 
