@@ -29,6 +29,7 @@ from ntk.engine.calibrate import calibrate  # noqa: E402
 from ntk.spec.cost import estimate_seconds, kernel_cost, monte_carlo_cost  # noqa: E402
 from ntk.engine.monte_carlo import monte_carlo_kernel_fn  # noqa: E402
 from ntk.spec.architecture import Architecture  # noqa: E402
+from ntk.worker.allocator import keep_freed_memory  # noqa: E402
 
 
 def dense(width=256, **kw):
@@ -90,6 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as a worker does at start (the engine no longer does it on import)
     device = torch.device(args.device)
     print(f"calibrated on {device} before each row: ns per unit in column ns/unit")
     print(f"{'architecture':<26} {'point':>9} {'N1':>5} {'N2':>5} {'tiles':>5} {'ns/unit':>7} {'estimate s':>10} "

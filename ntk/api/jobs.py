@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 import uuid
 from datetime import datetime, timezone
 
@@ -20,9 +21,12 @@ from ntk.api.problems import Problem, respond
 from ntk.core import keys
 from ntk.core.broker import PLAN, enqueue
 from ntk.core.codec import MANIFEST_MAGIC, TAIL_BYTES, Manifest, appended, spans, unpack
-from ntk.core.jobstate import TERMINAL, end_call, submit_call
+from ntk.core.jobstate import PARTIAL, TERMINAL, end_call, submit_call
 from ntk.core.problems import redis_problem
 from ntk.core.job import KernelJob, PredictJob, request_key, times_as_floats
+from ntk.core.estimate import Capacity, Estimate, estimate
+from ntk.core.settings import Settings, machine_memory_bytes
+from ntk.api import limits
 
 NPZ = "application/x-npz"
 JOB_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex, as submit makes them
@@ -58,7 +62,27 @@ def wants_npz(request: Request) -> bool:
     return npz_specificity == 2 and npz_q > 0 and npz_q >= preference(accept, "application/json")[0]
 
 
-async def submit(request: Request, submitted: KernelJob | PredictJob, inline: dict[str, bytes]) -> tuple[str, bool]:
+async def capacity(r, settings: Settings) -> Capacity:
+    """The live workers' calibrations (ntk.core.estimate.Capacity)."""
+    pipe = r.pipeline(transaction=False)
+    pipe.zrangebyscore(keys.WORKERS, time.time() - settings.live_worker_s, "+inf")
+    pipe.hgetall(keys.CALIBRATIONS)
+    live, reports = await pipe.execute()
+    live = set(live)
+    return Capacity.of(settings, [json.loads(v) for k, v in reports.items() if k in live], machine_memory_bytes())
+
+
+async def admit(request: Request, job: KernelJob | PredictJob, path: str) -> Estimate:
+    """The job's estimate, or a 422 when it is over NTK_MAX_JOB_SECONDS or a worker's memory."""
+    settings = request.app.state.settings
+    available = await capacity(request.app.state.redis, settings)
+    estimated = estimate(job, settings, available)
+    limits.check_estimate(settings, estimated, available, path)
+    return estimated
+
+
+async def submit(request: Request, submitted: KernelJob | PredictJob, inline: dict[str, bytes],
+                 estimated: Estimate) -> tuple[str, bool]:
     """The id of the job answering this request, and whether it was already there (answered or
     running): then nothing is computed for this call, which is what ``cached`` reports.
 
@@ -68,7 +92,7 @@ async def submit(request: Request, submitted: KernelJob | PredictJob, inline: di
     state = request.app.state
     key = request_key(submitted)
     job_id = uuid.uuid4().hex
-    script_keys, args = submit_call(job_id, submitted, key, request.state.request_id, inline)
+    script_keys, args = submit_call(job_id, submitted, key, request.state.request_id, inline, estimated.fields())
     owner, how = await state.submit(keys=script_keys, args=args)
     owner = owner.decode()
     if owner != job_id:
@@ -76,7 +100,7 @@ async def submit(request: Request, submitted: KernelJob | PredictJob, inline: di
             state.metrics.answer_cache_hits.inc()
         return owner, True
     try:
-        await run_in_threadpool(enqueue, state.broker, PLAN, job_id)  # the broker's client blocks
+        await run_in_threadpool(lambda: enqueue(state.broker, PLAN, job_id, lane=estimated.lane))  # blocking client
     except redis.RedisError as e:
         await abandon(request, job_id, key, redis_problem(e))
         raise
@@ -105,6 +129,29 @@ async def read(r, job_id: str) -> dict | None:
     return job
 
 
+def fraction_done(job: dict, done: int, total: int) -> float:
+    """Tiles done, and the parts of the tiles in progress that their workers report
+    (``partial:<worker>`` fields, ntk.worker.watch), over all tiles; 1 once the job succeeded."""
+    if job["status"] == "succeeded":
+        return 1.0
+    if not total:
+        return 0.0
+    partial = sum(float(v) for k, v in job.items() if k.startswith(PARTIAL))
+    return min(1.0, (done + partial) / total)
+
+
+def remaining_s(job: dict, progress: float) -> float | None:
+    """Seconds until the job ends: its estimate's unfinished part until a tenth of it is done,
+    then the pace it has kept since it started; None once it ended or without an estimate."""
+    if job["status"] in TERMINAL or "estimate_s" not in job:
+        return None if job["status"] != "succeeded" else 0.0
+    estimate = float(job["estimate_s"])
+    if progress < 0.1 or not job.get("started_at"):
+        return estimate * (1 - progress)
+    elapsed = time.time() - float(job["started_at"])
+    return elapsed * (1 - progress) / progress
+
+
 async def wait_for(r, job_id: str, seconds: float) -> dict:
     """The job once it ends, or as it is after ``seconds``."""
     loop = asyncio.get_running_loop()
@@ -127,8 +174,12 @@ def _time(value: str | None) -> str | None:
 def render(job: dict) -> dict:
     total = int(job.get("total", 0))
     done = total if job["status"] == "succeeded" else min(int(job.get("done", 0)), total)
+    fraction = fraction_done(job, done, total)
+    eta = remaining_s(job, fraction)
     return {"id": job["id"], "kind": job["kind"], "status": job["status"],
-            "progress": {"done": done, "total": total},
+            "progress": {"done": done, "total": total, "fraction": round(fraction, 4)},
+            "estimate_s": float(job["estimate_s"]) if "estimate_s" in job else None,
+            "eta_s": None if eta is None else round(eta, 3), "lane": job.get("lane"),
             "created_at": _time(job.get("created_at")), "started_at": _time(job.get("started_at")),
             "finished_at": _time(job.get("finished_at")),
             "error": json.loads(job["error"]) if job.get("error") else None}
@@ -248,9 +299,9 @@ async def cancel(request: Request, job: dict) -> None:
 
 
 async def compute(request: Request, submitted: KernelJob | PredictJob, inline: dict[str, bytes],
-                  wait: float) -> Response:
+                  wait: float, estimated: Estimate) -> Response:
     """Submit, wait up to ``wait`` seconds, answer 200 (or the job's problem) or 202 with the job."""
-    job_id, joined = await submit(request, submitted, inline)
+    job_id, joined = await submit(request, submitted, inline, estimated)
     logs.job_id.set(job_id)  # until the request ends (ntk.api.middleware.RequestContext)
     job = await wait_for(request.app.state.redis, job_id, wait)
     if job is None:  # its keys expired between submit and now: only with absurdly small TTLs

@@ -13,17 +13,21 @@ from math import prod
 
 from ntk.api.problems import Problem
 from ntk.api.schemas import KernelRequest, PredictRequest
+from ntk.core.estimate import Capacity, Estimate
 from ntk.core.settings import Settings
 from ntk.spec.architecture import Architecture, Conv, Dense, iter_layers
 
 
-def within(settings: Settings, field: str, value: int, path: str, what: str) -> None:
-    limit = getattr(settings, field)
+def within(settings: Settings, field: str, value: int | float, path: str, what: str,
+           limit: int | float | None = None, **members) -> None:
+    """Refuse ``value`` over the setting ``field`` (or over ``limit``, where the setting's value is
+    not what counts, e.g. 0 meaning "as the workers report"); ``members`` join the problem."""
+    limit = getattr(settings, field) if limit is None else limit
     if value > limit:
         setting = Settings.env(field)
         message = f"{what} is {value}, over the limit of {limit} ({setting})"
         raise Problem(422, "Over a limit", f"{path}: {message}", errors=[{"path": path, "message": message}],
-                      value=value, limit=limit, setting=setting)
+                      value=value, limit=limit, setting=setting, **members)
 
 
 def dimensions(shape: list[int]) -> str:
@@ -90,3 +94,25 @@ def check_predict(settings: Settings, body: PredictRequest, x_train: dict, x_tes
         within(settings, "max_kernel_entries", times * n_test**2, "x_test",
                f"the covariances' entries ({times} times × {n_test} × {n_test})")
     check_pair_covariances(settings, body.architecture, x_train["shape"], "x_train")
+
+
+def duration(seconds: float) -> str:
+    for unit, length in (("years", 365.25 * 86400), ("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * length:
+            return f"{seconds / length:.1f} {unit}"
+    return f"{seconds:.1f} s"
+
+
+def check_estimate(settings: Settings, estimate: Estimate, capacity: Capacity, path: str) -> None:
+    """The job's estimated time on one worker (NTK_MAX_JOB_SECONDS) and one tile's memory (what a
+    worker has: ntk.core.estimate.Capacity), after the cheap per-dimension limits above."""
+    spu = capacity.seconds_per_unit
+    source = "the fastest live worker's calibration" if capacity.calibrated else "NTK_DEFAULT_SECONDS_PER_UNIT, " \
+        "no worker having calibrated yet"
+    within(settings, "max_job_seconds", round(estimate.estimate_s, 1), path,
+           f"the job's estimated time on one worker in seconds ({duration(estimate.estimate_s)}: "
+           f"{estimate.cost.units:.3g} units of work × {spu * 1e9:.3g} ns per unit, by {source})",
+           estimate_s=estimate.estimate_s)
+    within(settings, "worker_memory_bytes", estimate.cost.peak_bytes_per_tile, path,
+           f"the memory one tile of {estimate.tile} points a side needs in bytes", limit=capacity.memory_bytes,
+           estimate_s=estimate.estimate_s)

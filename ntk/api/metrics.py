@@ -13,10 +13,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from ntk.core import keys
-from ntk.core.broker import QUEUE
+from ntk.core.broker import BROKER_NAMESPACE, LANES
 from ntk.core.jobstate import ACTIVE, TERMINAL
-
-BROKER_NAMESPACE = "dramatiq"  # RedisBroker's default key namespace
 
 
 class Metrics:
@@ -35,10 +33,12 @@ class Metrics:
     async def scrape(self, redis, live_worker_s: float) -> bytes:
         pipe = redis.pipeline(transaction=False)
         pipe.hgetall(keys.STATS)
-        pipe.llen(f"{BROKER_NAMESPACE}:{QUEUE}")
+        for queue in LANES.values():
+            pipe.llen(f"{BROKER_NAMESPACE}:{queue}")
         pipe.zrange(keys.ACTIVE_JOBS, 0, -1)
         pipe.zcount(keys.WORKERS, time.time() - live_worker_s, "+inf")
-        stats, depth, active, workers = await pipe.execute()
+        stats, *depths, active, workers = await pipe.execute()
+        depth = sum(depths)
         pipe = redis.pipeline(transaction=False)
         for job_id in active:
             pipe.hget(keys.job(job_id.decode()), "status")
@@ -52,7 +52,7 @@ class Metrics:
         if not self.shared:
             return
         stats = self.shared["stats"]
-        yield GaugeMetricFamily("ntk_queue_depth", "tasks waiting in the queue", value=self.shared["queue_depth"])
+        yield GaugeMetricFamily("ntk_queue_depth", "tasks waiting in the queues (both lanes)", value=self.shared["queue_depth"])
         yield GaugeMetricFamily("ntk_workers", "live workers", value=self.shared["workers"])
         active = GaugeMetricFamily("ntk_jobs_active", "jobs not yet ended, by state", labels=["state"])
         for state, count in self.shared["active"].items():

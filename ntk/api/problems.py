@@ -55,6 +55,7 @@ PROBLEM_STATUSES = {
     422: "invalid input: `errors` names each offending JSON path",
     429: "more calls than NTK_RATE_LIMIT allows: Retry-After says when to call again",
     503: "Redis is unavailable, or no worker is alive",
+    504: "the job ran past its deadline (its estimate × NTK_DEADLINE_MARGIN, capped by NTK_MAX_JOB_SECONDS)",
     507: "Redis is out of memory: delete datasets or raise its maxmemory",
 }
 

@@ -75,8 +75,10 @@ class PredictRequest(Strict):
 
 
 class Progress(BaseModel):
-    done: int
-    total: int
+    done: int = Field(description="tiles done")
+    total: int = Field(description="tiles the job needs (0 until it is planned)")
+    fraction: float = Field(ge=0, le=1, description="the job's part done, 0-1: tiles done and the layers "
+                            "done inside the tiles in progress, as their workers report them (every ~0.5 s)")
 
 
 class Job(BaseModel):
@@ -84,6 +86,13 @@ class Job(BaseModel):
     kind: Literal["kernels", "predict"]
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     progress: Progress
+    estimate_s: float | None = Field(description="the job's estimated seconds on one worker, from the cost model "
+                                     "and the workers' calibration, made when it was submitted")
+    eta_s: float | None = Field(description="estimated seconds until it ends: the estimate's unfinished part, "
+                                "then (from 10% done) the pace kept since it started; null once it ended "
+                                "unsuccessfully")
+    lane: Literal["interactive", "batch"] | None = Field(description="interactive: estimated under "
+                                                         "NTK_INTERACTIVE_S, served ahead of batch jobs")
     created_at: str | None
     started_at: str | None
     finished_at: str | None

@@ -1,8 +1,17 @@
-"""The Dramatiq broker both sides share: its queue, the actors' names, retries and log context.
+"""The Dramatiq broker both sides share: its queues (lanes), the actors' names, retries and log context.
 
 The API only enqueues (``enqueue`` builds the message an actor's ``send`` would), so it never
 imports the actors and their torch code paths; the workers declare the actors (ntk.worker.tasks)
 and add their own middleware (ntk.worker.middleware).
+
+Lanes. A job runs in one of two lanes, decided at submission from its estimate
+(ntk.core.estimate): ``interactive`` (under NTK_INTERACTIVE_S) or ``batch``. Each lane is a
+queue of its own with its own actors, the interactive ones of a lower Dramatiq priority
+number. A Dramatiq worker consumes every declared queue, each queue's consumer prefetching into
+one priority queue from which the worker thread takes the lowest priority first; so the moment a
+worker's current task ends, an interactive task waiting in the queue goes before any batch task,
+even with one worker thread. Tasks are never preempted: an interactive job waits at most for the
+batch tile in progress, which is sized to take at most NTK_TILE_TARGET_S.
 """
 
 from __future__ import annotations
@@ -15,9 +24,24 @@ from dramatiq.middleware import Middleware, Retries
 from ntk.core import logs
 from ntk.core.settings import Settings
 
-QUEUE = "ntk"
+QUEUE = "ntk"  # the batch lane
+INTERACTIVE_QUEUE = "ntk-interactive"
+LANES = {"batch": QUEUE, "interactive": INTERACTIVE_QUEUE}
 PLAN, TILE, FINISH = "plan_job", "compute_tile", "finish_job"
-STEPS = {PLAN: "plan", TILE: "tile", FINISH: "finish"}
+# Dramatiq takes the lowest priority number first: every interactive task before any batch task,
+# and within a lane the plans and joins of started jobs before more tiles.
+PRIORITIES = {("interactive", PLAN): 0, ("interactive", FINISH): 0, ("interactive", TILE): 10,
+              ("batch", PLAN): 100, ("batch", FINISH): 100, ("batch", TILE): 110}
+BROKER_NAMESPACE = "dramatiq"  # RedisBroker's default key prefix
+
+
+def actor_name(step: str, lane: str = "batch") -> str:
+    """The actor running ``step`` (PLAN, TILE, FINISH) in ``lane``."""
+    return step if lane == "batch" else f"{step}_{lane}"
+
+
+STEPS = {actor_name(step, lane): name for lane in LANES
+         for step, name in ((PLAN, "plan"), (TILE, "tile"), (FINISH, "finish"))}
 
 
 def transient(retries: int, exception: BaseException) -> bool:
@@ -42,13 +66,55 @@ def build_broker(settings: Settings, middleware: list[Middleware] | None = None)
     """
     if middleware is None:
         middleware = [LogContext(), retries()]
-    return RedisBroker(url=settings.broker, middleware=middleware,
-                       heartbeat_timeout=int(settings.heartbeat_timeout_s * 1000),
-                       maintenance_chance=settings.maintenance_chance)
+    broker = RedisBroker(url=settings.broker, middleware=[*middleware, TrackMessages()],
+                         heartbeat_timeout=int(settings.heartbeat_timeout_s * 1000),
+                         maintenance_chance=settings.maintenance_chance)
+    for queue in LANES.values():  # a worker consumes the queues declared when it starts
+        broker.declare_queue(queue)
+    return broker
 
 
-def enqueue(broker: RedisBroker, actor: str, *args) -> None:
-    broker.enqueue(dramatiq.Message(queue_name=QUEUE, actor_name=actor, args=args, kwargs={}, options={}))
+def enqueue(broker: RedisBroker, step: str, job_id: str, *args, lane: str = "batch") -> None:
+    """Queue one of a job's steps (PLAN, TILE, FINISH) in the job's lane."""
+    broker.enqueue(dramatiq.Message(queue_name=LANES[lane], actor_name=actor_name(step, lane),
+                                    args=(job_id, *args), kwargs={}, options={}))
+
+
+def job_messages(job_id: str) -> str:
+    """set of "queue<TAB>redis message id" of the job's messages, in the broker's Redis."""
+    return f"ntk:job:{job_id}:messages"
+
+
+class TrackMessages(Middleware):
+    """Remembers each job's messages (every actor's first argument is its job's id), so that the
+    watchdog can tell a job whose tasks wait their turn from one whose tasks were lost
+    (``waiting``). Retries re-enqueue a message under a new id: recorded too."""
+
+    MESSAGES_TTL_S = 7 * 86400
+
+    def after_enqueue(self, broker, message, delay):
+        if message.args:
+            key = job_messages(message.args[0])
+            member = f"{message.queue_name}\t{message.options['redis_message_id']}"
+            broker.client.pipeline(transaction=False).sadd(key, member).expire(key, self.MESSAGES_TTL_S).execute()
+
+
+def waiting(client: redis.Redis, job_id: str) -> bool:
+    """Whether some message of the job is still in the broker: queued, delayed for a retry, or in
+    a worker's hands (RedisBroker keeps a message in ``<queue>.msgs`` until it is acknowledged, and
+    gives a dead worker's back to the queue). Forgets the messages that are gone."""
+    members = [m.decode() for m in client.smembers(job_messages(job_id))]
+    if not members:
+        return False
+    pipe = client.pipeline(transaction=False)
+    for member in members:
+        queue, message_id = member.split("\t")
+        pipe.hexists(f"{BROKER_NAMESPACE}:{queue}.msgs", message_id)
+    present = pipe.execute()
+    gone = [m for m, p in zip(members, present) if not p]
+    if gone:
+        client.srem(job_messages(job_id), *gone)
+    return any(present)
 
 
 class LogContext(Middleware):

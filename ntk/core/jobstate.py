@@ -18,11 +18,15 @@ log = logging.getLogger("ntk.worker")
 
 ACTIVE = ("queued", "running")
 TERMINAL = ("succeeded", "failed", "cancelled")
+# Job hash fields "partial:<worker>": the part (0-1) of its tile in progress a worker has done
+# (ntk.worker.watch), for the job's progress between tiles.
+PARTIAL = "partial:"
 
 # Single flight: the job that answers a request is decided here, once, by Redis. KEYS: answer,
 # inflight, new job, its inputs, active-jobs zset. ARGV: new job id, now, kind, request JSON,
-# request key, job key prefix, result key suffix, request id, then digest and npy bytes of each inline
-# input. Answers {job id, how}: 'answered' by an ended job whose result is still kept, 'joined' to
+# request key, job key prefix, result key suffix, request id, the count of the plan's fields and
+# values (ntk.core.estimate: tile, estimate, deadline, lane) and them, then digest and npy bytes of
+# each inline input. Answers {job id, how}: 'answered' by an ended job whose result is still kept, 'joined' to
 # an active one, or 'created' (the new job, queued with its inputs). The answer is looked up here
 # rather than before the script, so that a job ending in between cannot leave a request to make a
 # second one. Run twice with the same ARGV (a client retrying after a reply was lost), the script
@@ -40,7 +44,9 @@ end
 redis.call('SET', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[3], 'id', ARGV[1], 'status', 'queued', 'created_at', ARGV[2], 'kind', ARGV[3],
            'request', ARGV[4], 'request_key', ARGV[5], 'request_id', ARGV[8])
-if #ARGV > 8 then redis.call('HSET', KEYS[4], unpack(ARGV, 9)) end
+local planned = tonumber(ARGV[9])
+if planned > 0 then redis.call('HSET', KEYS[3], unpack(ARGV, 10, 9 + planned)) end
+if #ARGV > 9 + planned then redis.call('HSET', KEYS[4], unpack(ARGV, 10 + planned)) end
 redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
 return {ARGV[1], 'created'}
 """
@@ -53,7 +59,7 @@ end
 return redis.call('HGET', KEYS[1], 'status')
 """
 
-# KEYS: job, inputs, done set, result, active zset, inflight, answer, stats.
+# KEYS: job, inputs, done set, result, active zset, inflight, answer, stats, pending tiles.
 # ARGV: job id, final status, now, error JSON or '', answer meta JSON or '', ttl. Answers 1 if it ended the job.
 END = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -66,18 +72,21 @@ if redis.call('GET', KEYS[6]) == ARGV[1] then redis.call('DEL', KEYS[6]) end
 if ARGV[2] == 'succeeded' then redis.call('SET', KEYS[7], ARGV[1], 'EX', ARGV[6]) end
 for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
 redis.call('HINCRBY', KEYS[8], 'jobs_' .. ARGV[2], 1)
+redis.call('DEL', KEYS[9])
 return 1
 """
 
 
 def submit_call(job_id: str, request: KernelJob | PredictJob, request_key: str, request_id: str,
-                inline: dict[str, bytes]) -> tuple[list, list]:
+                inline: dict[str, bytes], planned: dict[str, str] | None = None) -> tuple[list, list]:
     """KEYS and ARGV of SUBMIT; ``request_id`` is the HTTP request's (ntk.core.logs), kept for the job's
-    logs; ``inline`` the npy bytes of the request's inline arrays by digest, stored with a new job."""
+    logs; ``inline`` the npy bytes of the request's inline arrays by digest, stored with a new job;
+    ``planned`` more fields of a new job (``Estimate.fields``)."""
+    planned = [item for field_and_value in (planned or {}).items() for item in field_and_value]
     return ([keys.answer(request_key), keys.inflight(request_key), keys.job(job_id), keys.job_inputs(job_id),
              keys.ACTIVE_JOBS],
             [job_id, time.time(), request.kind, request.model_dump_json(), request_key, keys.job(""),
-             keys.job_result(job_id).removeprefix(keys.job(job_id)), request_id,
+             keys.job_result(job_id).removeprefix(keys.job(job_id)), request_id, len(planned), *planned,
              *(item for digest_and_bytes in inline.items() for item in digest_and_bytes)])
 
 
@@ -85,7 +94,8 @@ def end_call(job_id: str, request_key: str, status: str, ttl: int, *, error: dic
              answer: dict | None = None) -> tuple[list, list]:
     """KEYS and ARGV of END."""
     return ([keys.job(job_id), keys.job_inputs(job_id), keys.job_tiles_done(job_id), keys.job_result(job_id),
-             keys.ACTIVE_JOBS, keys.inflight(request_key), keys.answer(request_key), keys.STATS],
+             keys.ACTIVE_JOBS, keys.inflight(request_key), keys.answer(request_key), keys.STATS,
+             keys.job_pending(job_id)],
             [job_id, status, time.time(), json.dumps(error) if error else "", json.dumps(answer) if answer else "", ttl])
 
 

@@ -32,6 +32,7 @@ PREFIX = "ntk"
 ACTIVE_JOBS = f"{PREFIX}:jobs:active"      # zset job id -> time of its last progress (the watchdog's view)
 WORKERS = f"{PREFIX}:workers"              # zset worker id -> time of its last beat
 STATS = f"{PREFIX}:stats"                  # hash of counters the workers produce, exposed by /metrics
+CALIBRATIONS = f"{PREFIX}:calibrations"    # hash worker id -> JSON {device, seconds_per_unit, memory_bytes}
 
 
 def dataset(dataset_id: str) -> str:
@@ -72,6 +73,11 @@ def answer(request_key: str) -> str:
 def deliveries(message_id: str) -> str:
     """how often a task was delivered without finishing (the poison-task guard)."""
     return f"{PREFIX}:deliveries:{message_id}"
+
+
+def job_pending(job_id: str) -> str:
+    """list of JSON [block name, tile] of a batch job's tiles not yet queued (ntk.worker.tasks: turns)."""
+    return f"{PREFIX}:job:{job_id}:pending"
 
 
 def watchdog_lock(job_id: str) -> str:

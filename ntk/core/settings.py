@@ -108,6 +108,30 @@ class Settings(BaseSettings):
                                            "parameters of one network, the random numbers an estimate draws "
                                            "(100 samples of a network at NTK_MAX_MC_PARAMETERS fit)")
 
+    # Cost-based admission, deadlines and lanes (ntk.core.estimate, ntk.worker.watch).
+    max_job_seconds: float = Field(3600.0, gt=0, description="the longest a job may be estimated to take on one "
+                                   "worker (its work by ntk.spec.cost × the fastest live worker's calibrated "
+                                   "seconds per unit); longer jobs are refused with 422 before anything is queued. "
+                                   "A job's deadline is its estimate × NTK_DEADLINE_MARGIN + "
+                                   "NTK_DEADLINE_SLACK_S, at most this × NTK_DEADLINE_MARGIN")
+    deadline_margin: float = Field(3.0, ge=1, description="a job may use this many times its estimated worker "
+                                   "seconds (plus NTK_DEADLINE_SLACK_S) before it fails with 504 Deadline exceeded")
+    deadline_slack_s: float = Field(10.0, ge=0, description="seconds added to every job's deadline, for the "
+                                    "tasks' fixed costs that the cost model does not count")
+    default_seconds_per_unit: float = Field(2e-9, gt=0, description="seconds per unit of work (ntk.spec.cost) "
+                                            "assumed until a worker has calibrated its device at start: a slow "
+                                            "CPU's (a unit is ~1 ns on a 2-core EPYC)")
+    worker_memory_bytes: int = Field(0, ge=0, description="memory one tile may use on a worker; 0: the smallest "
+                                     "the live workers report (machine or GPU memory), or this machine's before "
+                                     "any has. Jobs whose tile needs more are refused with 422")
+    tile_target_s: float = Field(10.0, gt=0, description="tiles are cut smaller than NTK_TILE (in powers of two) "
+                                 "until one takes at most this long by the estimate: what a cancel or an "
+                                 "interactive job waits for at most")
+    interactive_s: float = Field(2.0, ge=0, description="jobs estimated under this many seconds go to the "
+                                 "interactive lane, which workers serve ahead of the batch lane")
+    tiles_in_flight: int = Field(2, ge=1, description="tiles of one batch job queued at once; each tile done "
+                                 "queues the next behind the other jobs' tiles, so jobs take turns")
+
     job_ttl_s: int = Field(86400, ge=1, description="how long finished jobs and their results are kept")
     heartbeat_timeout_s: float = Field(20.0, gt=0, description="a worker silent this long is dead: "
                                        "Dramatiq re-delivers its unacknowledged task")
@@ -119,7 +143,8 @@ class Settings(BaseSettings):
                                 "job's plan, tiles and join are three hand-overs, each waiting up to this")
     poison_deliveries: int = Field(3, ge=1, description="a task delivered this often without finishing "
                                    "(it keeps killing its worker) fails its job")
-    job_stall_s: float = Field(900.0, gt=0, description="a job without progress this long is re-planned")
+    job_stall_s: float = Field(900.0, gt=0, description="a running job without progress this long, none of "
+                               "whose tasks is still queued or in a worker's hands, is re-planned")
     embedded_maxmemory: str = Field("auto", description="maxmemory of the Valkey `ntk serve` embeds; auto: a "
                                     "third of the machine's memory, which holds the tiles and the factorization "
                                     "of a prediction at NTK_MAX_TRAIN_POINTS")

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from ntk.engine import KERNELS, Budget, kernel_tile
+from ntk.engine.interrupt import Progress, ShouldStop
 from ntk.engine.monte_carlo import monte_carlo_kernel_fn
 from ntk.core.job import KernelJob, PredictJob, engine_times
 from ntk.engine.predict import Factorization, class_targets, predict
@@ -17,25 +18,33 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 class Cancelled(Exception):
-    """The job was cancelled while its tile was being computed."""
+    """The job was cancelled (or ended otherwise) while its tile was being computed."""
+
+
+class DeadlineExceeded(Exception):
+    """The job used up the worker seconds its deadline allows (ntk.core.estimate)."""
+
+    def __init__(self, worked_s: float, deadline_s: float):
+        self.worked_s, self.deadline_s = worked_s, deadline_s
+        super().__init__(f"worked {worked_s:.1f} s of its {deadline_s:.1f} s")
 
 
 def tile_values(request: KernelJob | PredictJob, block: Block, tile: Tile, x1: np.ndarray, x2: np.ndarray | None,
-                device: torch.device, budget: Budget, cancelled) -> dict[str, np.ndarray]:
+                device: torch.device, budget: Budget, *, should_stop: ShouldStop | None = None,
+                progress: Progress | None = None) -> dict[str, np.ndarray]:
     """Both kernels on one tile (and their standard errors for Monte Carlo), as numpy arrays.
 
-    A Monte Carlo block is one tile (one set of random networks serves the whole matrix), so it
-    asks ``cancelled()`` after every network instead of only between tiles.
+    ``should_stop``/``progress`` are asked and told per step (ntk.engine.interrupt): one layer of
+    one block, or one sampled network for Monte Carlo (whose block is one tile: one set of random
+    networks serves the whole matrix).
     """
     dtype = torch_dtype(request.dtype)
     if block.method == "monte_carlo":
-        def progress(done: int, total: int) -> None:
-            if cancelled():
-                raise Cancelled()
         values = monte_carlo_kernel_fn(request.architecture, x1, x2, KERNELS, block.samples, block.seed,
-                                       dtype, device, progress=progress)
+                                       dtype, device, should_stop=should_stop, progress=progress)
     else:
-        values = kernel_tile(request.architecture, x1, x2, tile, KERNELS, dtype, device, budget=budget)
+        values = kernel_tile(request.architecture, x1, x2, tile, KERNELS, dtype, device, budget=budget,
+                             should_stop=should_stop, progress=progress)
     return {name: value.detach().cpu().numpy() for name, value in values.items()}
 
 

@@ -4,6 +4,9 @@ engine's memory budget."""
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from dataclasses import dataclass
 
 import dramatiq
@@ -16,6 +19,7 @@ from ntk.core.settings import Settings
 from ntk.engine import Budget, resolve_device
 from ntk.worker.middleware import worker_middleware
 from ntk.worker.store import Store
+from ntk.worker.watch import Watch
 
 
 @dataclass
@@ -26,6 +30,8 @@ class Context:
     jobs: Jobs
     device: torch.device
     budget: Budget
+    watch: Watch  # its thread runs in a worker process (ntk.worker.runtime), not in tests on a StubBroker
+    name: str  # the worker's id, in keys.WORKERS and keys.CALIBRATIONS
 
 
 def build_context(settings: Settings, broker: dramatiq.Broker | None = None) -> Context:
@@ -36,5 +42,6 @@ def build_context(settings: Settings, broker: dramatiq.Broker | None = None) -> 
     if broker is None:
         broker = build_broker(settings, worker_middleware(settings, jobs))
     store = Store(client, broker, settings.cache_ttl_s, settings.value_chunk_bytes)
+    name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     return Context(settings, broker, store, jobs, resolve_device(settings.device),
-                   Budget(settings.block_bytes, settings.cache_bytes))
+                   Budget(settings.block_bytes, settings.cache_bytes), Watch(client, name), name)

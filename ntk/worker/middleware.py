@@ -4,9 +4,10 @@ Dramatiq runs middleware hooks around every task (its own AgeLimit and Retries a
 the actors (ntk.worker.tasks) hold only their job's steps:
 
 - RunningJob: a task runs only while its job does (a plan task starts its queued job); the tasks
-  of a cancelled, failed or finished job are skipped, so workers stop within one tile.
+  of a cancelled, failed or finished job are skipped (the tile in progress is stopped by the
+  worker's watch, ntk.worker.watch).
 - JobProblems: an error a job's inputs caused fails the job with a precise problem (422 for an
-  invalid architecture, 507 for a full Redis, ...).
+  invalid architecture, 504 past its deadline, 507 for a full Redis, ...).
 - FinalFailure: a task that will not run again (retries exhausted, or skipped by another
   middleware) fails its job, so that no job stays "running" with nothing left to run it.
 - PoisonGuard: a task that keeps killing its worker fails its job.
@@ -21,20 +22,20 @@ import redis
 from dramatiq.middleware import Middleware, SkipMessage
 
 from ntk.core import keys
-from ntk.core.broker import PLAN, STEPS, LogContext, retries
+from ntk.core.broker import STEPS, LogContext, retries
 from ntk.core.jobstate import Jobs
 from ntk.core.problems import problem, redis_problem
 from ntk.core.settings import Settings
 from ntk.engine import NonFiniteKernel, SpecError
 from ntk.engine.predict import NotPositiveDefinite, PredictError
-from ntk.worker.compute import Cancelled
+from ntk.worker.compute import Cancelled, DeadlineExceeded
 from ntk.worker.store import MissingInput
 
 log = logging.getLogger("ntk.worker")
 
 # The errors a job's inputs cause: the job fails with its problem, the task is not retried, and
 # Dramatiq logs them as expected (the actors' ``throws``), without a traceback.
-JOB_ERRORS = (Cancelled, SpecError, NonFiniteKernel, PredictError, MissingInput)
+JOB_ERRORS = (Cancelled, DeadlineExceeded, SpecError, NonFiniteKernel, PredictError, MissingInput)
 
 # The job of the task being processed, as RunningJob read it when the task started.
 current_job: ContextVar[dict | None] = ContextVar("current_job", default=None)
@@ -57,7 +58,7 @@ class RunningJob(Middleware):
 
     def before_process_message(self, broker, message):
         job_id = message.args[0]
-        if message.actor_name == PLAN:
+        if STEPS.get(message.actor_name) == "plan":
             self.jobs.start(job_id)
         job = self.jobs.get(job_id)
         if job.get("status") != "running":
@@ -79,6 +80,12 @@ def job_problem(error: BaseException) -> dict | None:
         return redis_problem(error)  # 507, as the API answers a full Redis
     if isinstance(error, (Cancelled, redis.RedisError)):
         return None
+    if isinstance(error, DeadlineExceeded):
+        return problem(504, "Deadline exceeded", f"the job used {error.worked_s:.1f} s of worker time, past its "
+                       f"deadline of {error.deadline_s:.1f} s (its estimate × NTK_DEADLINE_MARGIN + "
+                       "NTK_DEADLINE_SLACK_S, at most NTK_MAX_JOB_SECONDS × NTK_DEADLINE_MARGIN): the cost model "
+                       "underestimated it, or the workers are overloaded; its work was stopped",
+                       value=round(error.worked_s, 1), limit=round(error.deadline_s, 1), setting="NTK_MAX_JOB_SECONDS")
     if isinstance(error, SpecError):
         return problem(422, "Invalid architecture", str(error), errors=error.errors)
     if isinstance(error, NonFiniteKernel):

@@ -337,7 +337,7 @@ class Store:
         pipe.hdel(keys.job(job_id), "finish_enqueued")
         pipe.execute()
 
-    def tile_done(self, job_id: str, tile_key: str) -> None:
+    def tile_done(self, job_id: str, tile_key: str, lane: str = "batch") -> None:
         """Count a tile; the task that completes the set enqueues the join, exactly once per round."""
         pipe = self.redis.pipeline()
         pipe.sadd(keys.job_tiles_done(job_id), tile_key)
@@ -345,8 +345,8 @@ class Store:
         pipe.hget(keys.job(job_id), "total")
         _, done, total = pipe.execute()
         if total is not None and done >= int(total):
-            self.enqueue_finish(job_id)
+            self.enqueue_finish(job_id, lane)
 
-    def enqueue_finish(self, job_id: str) -> None:
+    def enqueue_finish(self, job_id: str, lane: str) -> None:
         if self.redis.hsetnx(keys.job(job_id), "finish_enqueued", 1):
-            enqueue(self.broker, FINISH, job_id)
+            enqueue(self.broker, FINISH, job_id, lane=lane)

@@ -3,6 +3,10 @@
     plan_job ──► compute_tile × (missing tiles) ──► finish_job
                  (the task completing the set enqueues the join)
 
+Each job runs in its lane (ntk.core.broker: interactive ahead of batch). A batch job has at most
+NTK_TILES_IN_FLIGHT tiles queued at a time, each tile done queueing the next behind the other
+jobs' (``queue_tiles``), so that batch jobs take turns.
+
 The join verifies that every tile it needs is still in Redis; evicted ones are re-enqueued (and,
 should memory be too small to ever hold them all at once, computed by the join itself). It then
 reads the tiles one at a time into matrices allocated once (``assembled``): a worker holds a
@@ -11,13 +15,15 @@ the join has read (to make room for the factorization, say).
 
 The steps hold only the job's work: the workers' middleware (ntk.worker.middleware) runs a task
 only while its job runs, handing it the job (``current_job``), so a cancelled job's remaining
-tasks end at once and workers stop within one tile; and it turns what a job's inputs can cause
-into the job's problem. ``Tasks`` is built on a worker's context (ntk.worker.context) when the
+tasks end at once; the tile in progress stops within about a layer of one block, by the worker's
+watch (ntk.worker.watch: cancel, deadline, progress); and the middleware turns what a job's
+inputs can cause into the job's problem. ``Tasks`` is built on a worker's context (ntk.worker.context) when the
 worker starts; ``declare_actors`` binds its steps to that context's broker.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from contextlib import contextmanager
@@ -27,12 +33,14 @@ import redis
 import torch
 
 from ntk.core import keys
-from ntk.core.broker import FINISH, PLAN, QUEUE, TILE, enqueue
+from ntk.core.broker import FINISH, LANES, PLAN, PRIORITIES, TILE, actor_name, enqueue
 from ntk.core.job import JOBS, KernelJob, PredictJob
 from ntk.engine import KERNELS
+from ntk.engine.interrupt import Stopped
 from ntk.engine.kernel import place
 from ntk.engine.predict import Factorization, factorize, max_learning_rate, method_for, required_kernels
 from ntk.worker import compute
+from ntk.worker.compute import Cancelled, DeadlineExceeded
 from ntk.worker.context import Context
 from ntk.worker.middleware import JOB_ERRORS, current_job
 from ntk.worker.plan import Block, blocks
@@ -70,6 +78,7 @@ class Tasks:
     def __init__(self, context: Context):
         self.settings, self.broker, self.store = context.settings, context.broker, context.store
         self.jobs, self.device, self.budget = context.jobs, context.device, context.budget
+        self.watch = context.watch
 
     def running(self, job_id: str) -> bool:
         """Whether the job's tasks should still run (not cancelled, failed or done)."""
@@ -97,8 +106,14 @@ class Tasks:
         if values is None:
             x1 = self.store.array(job["id"], block.x1)
             x2 = None if block.x2 is None else self.store.array(job["id"], block.x2)
-            values = compute.tile_values(request, block, tile, x1, x2, self.device, self.budget,
-                                         cancelled=lambda: not self.running(job["id"]))
+            with self.watch.tile(job) as running:
+                try:
+                    values = compute.tile_values(request, block, tile, x1, x2, self.device, self.budget,
+                                                 should_stop=running.should_stop, progress=running.progress)
+                except Stopped:
+                    if running.reason == "deadline":
+                        raise DeadlineExceeded(running.worked_s + running.elapsed_s, running.deadline_s) from None
+                    raise Cancelled() from None
             self.store.put(key, **values)
             self.store.count("tiles_computed")
             self.store.redis.hincrby(keys.job(job["id"]), "computed", 1)
@@ -118,17 +133,40 @@ class Tasks:
         self.jobs.touch(job_id)
         missing = [(block, tile) for (block, tile), p in zip(wanted, present) if not p]
         log.info("planned %d tiles of %d x %d, %d of them cached", len(wanted), size, size, len(wanted) - len(missing))
-        for block, tile in missing:
-            enqueue(self.broker, TILE, job_id, block.name, list(tile))
+        self.queue_tiles(job, [(block.name, list(tile)) for block, tile in missing])
         if not missing:
-            self.store.enqueue_finish(job_id)
+            self.store.enqueue_finish(job_id, job.get("lane", "batch"))
+
+    def queue_tiles(self, job: dict, tiles: list[tuple[str, list[int]]]) -> None:
+        """Queue the job's ``tiles``: all of them in the interactive lane; in the batch lane
+        NTK_TILES_IN_FLIGHT at first, the rest kept in the job's pending list, from which each tile
+        done queues the next (``next_tile``). Redis' queue being first in, first out, the next
+        tile goes behind every other job's queued tiles: jobs take turns a tile at a time, and
+        one job's 10,000 tiles do not hold up another's 10. Re-planning replaces the list."""
+        lane = job.get("lane", "batch")
+        now = tiles if lane == "interactive" else tiles[:self.settings.tiles_in_flight]
+        pipe = self.store.redis.pipeline()
+        pipe.delete(keys.job_pending(job["id"]))
+        if len(tiles) > len(now):
+            pipe.rpush(keys.job_pending(job["id"]), *[json.dumps(t) for t in tiles[len(now):]])
+        pipe.execute()
+        for block_name, tile in now:
+            enqueue(self.broker, TILE, job["id"], block_name, tile, lane=lane)
+
+    def next_tile(self, job: dict) -> None:
+        """Queue the job's next pending tile, if any (``queue_tiles``)."""
+        pending = self.store.redis.lpop(keys.job_pending(job["id"]))
+        if pending is not None:
+            block_name, tile = json.loads(pending)
+            enqueue(self.broker, TILE, job["id"], block_name, tile, lane=job.get("lane", "batch"))
 
     def compute_tile(self, job_id: str, block_name: str, tile: list[int]) -> None:
         job = current_job.get()
         request = JOBS.validate_json(job["request"])
         block = blocks(request)[block_name]
         self.ensure_tile(job, request, block, tuple(tile))
-        self.store.tile_done(job_id, keys.tile(block.id, tuple(tile)))
+        self.next_tile(job)
+        self.store.tile_done(job_id, keys.tile(block.id, tuple(tile)), job.get("lane", "batch"))
         self.jobs.touch(job_id)
 
     def requeued_evicted(self, job: dict, need: list[Block]) -> bool:
@@ -147,9 +185,7 @@ class Tasks:
         pipe.srem(keys.job_tiles_done(job["id"]), *[tile_keys[i] for i in missing])
         pipe.hdel(keys.job(job["id"]), "finish_enqueued")
         pipe.execute()
-        for i in missing:
-            block, tile = wanted[i]
-            enqueue(self.broker, TILE, job["id"], block.name, list(tile))
+        self.queue_tiles(job, [(wanted[i][0].name, list(wanted[i][1])) for i in missing])
         return True
 
     def assembled(self, job: dict, request: KernelJob | PredictJob, block: Block, keep, dtype: torch.dtype | None = None) -> dict | None:
@@ -282,9 +318,10 @@ class Tasks:
 
 
 def declare_actors(tasks: Tasks) -> None:
-    """The three actors, on the context's broker; the errors a job's inputs cause are expected
-    (``throws``: the middleware fails the job with their problem, Retries does not retry them)."""
-    for name, step, priority in ((PLAN, tasks.plan_job, 0), (TILE, tasks.compute_tile, 10),
-                                 (FINISH, tasks.finish_job, 0)):
-        dramatiq.actor(step, broker=tasks.broker, actor_name=name, queue_name=QUEUE, priority=priority,
-                       throws=JOB_ERRORS)
+    """The three actors of each lane, on the context's broker (ntk.core.broker: lanes and their
+    priorities); the errors a job's inputs cause are expected (``throws``: the middleware fails the
+    job with their problem, Retries does not retry them)."""
+    for lane, queue in LANES.items():
+        for name, step in ((PLAN, tasks.plan_job), (TILE, tasks.compute_tile), (FINISH, tasks.finish_job)):
+            dramatiq.actor(step, broker=tasks.broker, actor_name=actor_name(name, lane), queue_name=queue,
+                           priority=PRIORITIES[lane, name], throws=JOB_ERRORS)

@@ -33,7 +33,11 @@ DENSE = {"layers": [{"type": "Dense", "out_dim": 1, "w_std": W_STD, "b_std": B_S
 def context(redis_url):
     """A worker's context on a StubBroker; tiles of 2 × 2 points, so that a job of a few points
     has several tiles to plan, compute and join."""
-    settings = Settings(redis_url=redis_url, tile=2, device="cpu")
+    yield from stub_context(redis_url)
+
+
+def stub_context(redis_url, **settings):
+    settings = Settings(redis_url=redis_url, tile=2, device="cpu", **settings)
     client = redis.Redis.from_url(redis_url)
     broker = StubBroker(middleware=worker_middleware(settings, Jobs(client, settings.job_ttl_s)))
     broker.emit_after("process_boot")
@@ -43,29 +47,31 @@ def context(redis_url):
     broker.close()
 
 
-def submit(context, architecture: dict, x: np.ndarray) -> str:
-    """A kernels job on inline points, created as the API creates it (jobstate.SUBMIT)."""
+def submit(context, architecture: dict, x: np.ndarray, **planned: str) -> str:
+    """A kernels job on inline points, created as the API creates it (jobstate.SUBMIT), with the
+    ``planned`` fields of its estimate (ntk.core.estimate)."""
     data = pack_array(x)
     digest = hashlib.sha256(data).hexdigest()
     request = KernelJob(architecture=architecture, dtype="float64", x1=ArrayRef(digest=digest, shape=list(x.shape)),
                         get=["nngp", "ntk"])
     job_id = uuid.uuid4().hex
-    script_keys, args = submit_call(job_id, request, request_key(request), "test", {digest: data})
+    script_keys, args = submit_call(job_id, request, request_key(request), "test", {digest: data}, planned)
     context.store.redis.register_script(SUBMIT)(keys=script_keys, args=args)
     return job_id
 
 
-def run(context, job_id: str) -> dict:
-    """Queue the job's plan and work the queue until it is empty; the job as it is then."""
-    enqueue(context.broker, PLAN, job_id)
-    worker = dramatiq.Worker(context.broker, worker_timeout=10)
+def run(context, *job_ids: str, threads: int = 8) -> dict:
+    """Queue the jobs' plans and work the queue until it is empty; the (last) job as it is then."""
+    for job_id in job_ids:
+        enqueue(context.broker, PLAN, job_id)
+    worker = dramatiq.Worker(context.broker, worker_timeout=10, worker_threads=threads)
     worker.start()
     try:
         context.broker.join(QUEUE, fail_fast=False)
         worker.join()
     finally:
         worker.stop()
-    return context.jobs.get(job_id)
+    return context.jobs.get(job_ids[-1])
 
 
 def test_a_job_of_several_tiles_is_planned_computed_and_joined(context):
@@ -112,3 +118,36 @@ def test_a_block_is_named_by_what_it_computes_not_by_which_kernels_were_asked():
     kernels = KernelJob(architecture=DENSE, dtype="float64", x1=ref("a", 4), x2=ref("a", 4), get=["ntk"])
     assert blocks(kernels)["kernel"].id == blocks(kernels.model_copy(update={"get": ["nngp"]}))["kernel"].id
     assert blocks(kernels)["kernel"].id == need["train_train"].id  # x2 = x1 is K(x1, x1): the same tiles
+
+
+def test_a_job_past_its_deadline_stops_and_fails_with_504(context):
+    job = run(context, submit(context, DENSE, np.ones((5, 3)), deadline_s="0"))
+    error = json.loads(job["error"])
+    assert job["status"] == "failed" and (error["status"], error["title"]) == (504, "Deadline exceeded")
+    assert error["setting"] == "NTK_MAX_JOB_SECONDS" and error["value"] >= error["limit"] == 0
+    assert (job["stop_noticed_step"], job["stopped_step"]) == ("0", "0")  # stopped before its first layer
+    assert "computed" not in job
+
+
+def test_batch_jobs_take_turns_a_tile_at_a_time(redis_url):
+    """One job's many tiles do not hold up another's few: with one tile of each in flight, the
+    worker (one thread: the queue's order) alternates between them."""
+    for context in stub_context(redis_url, tiles_in_flight=1):
+        order = []
+        ensure_tile = context_tasks(context).ensure_tile
+
+        def recording(job, *args):
+            order.append(job["id"])
+            return ensure_tile(job, *args)
+
+        context_tasks(context).ensure_tile = recording
+        big = submit(context, DENSE, np.arange(15.0).reshape(5, 3))   # 3 runs of rows: 6 upper tiles
+        small = submit(context, DENSE, np.arange(9.0).reshape(3, 3))  # 2 runs: 3 tiles
+        assert run(context, big, small, threads=1)["status"] == "succeeded"
+        assert context.jobs.get(big)["status"] == "succeeded"
+        assert order[:6] == [big, small] * 3 and order[6:] == [big] * 3
+
+
+def context_tasks(context) -> Tasks:
+    """The Tasks whose steps the context's broker runs (declare_actors bound them)."""
+    return context.broker.get_actor(PLAN).fn.__self__

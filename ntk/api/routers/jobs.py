@@ -40,6 +40,6 @@ async def get_result(job_id: str, request: Request, redis: deps.RedisDep):
 
 @router.delete("/{job_id}", status_code=202, response_model=Job, responses=problem_responses(401, 404, 422, 503))
 async def cancel_job(job_id: str, request: Request, redis: deps.RedisDep):
-    """Cancel: the job ends ``cancelled``; its workers stop within one tile."""
+    """Cancel: the job ends ``cancelled``; its running tiles stop within about a layer of one block."""
     await jobs.cancel(request, await existing(redis, job_id))
     return JSONResponse(jobs.render(await existing(redis, job_id)), status_code=202)

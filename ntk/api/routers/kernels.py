@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1", tags=["kernels"], dependencies=[Depends(deps.au
 
 WAIT = Query(30.0, ge=0, le=300, allow_inf_nan=False, description="seconds to wait for the answer before answering 202 with the job")
 # A job's own problem (422 for inputs the workers refuse, 503) is answered as the request's.
-PROBLEMS = problem_responses(400, 401, 409, 410, 413, 415, 422, 503)
+PROBLEMS = problem_responses(400, 401, 409, 410, 413, 415, 422, 503, 504)
 ANSWERS = {200: {"model": KernelAnswer, "content": {jobs.NPZ: {}}}, 202: {"model": Accepted}, **PROBLEMS}
 
 
@@ -35,4 +35,5 @@ async def kernels(body: KernelRequest, request: Request, settings: deps.Settings
     job = KernelJob(architecture=architecture, dtype=body.dtype or settings.dtype, x1=x1, x2=x2,
                     get=sorted(set(body.get)), method=body.method, samples=samples,
                     seed=(body.seed or 0) if body.method == "monte_carlo" else None)
-    return await jobs.compute(request, job, inputs.inline, wait)
+    estimate = await jobs.admit(request, job, "x1" if x2 is None else "x2")
+    return await jobs.compute(request, job, inputs.inline, wait, estimate)
