@@ -17,14 +17,15 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ntk.core import logs
 from ntk.api.inputs import off_loop
 from ntk.api.problems import Problem, respond
-from ntk.core import keys
+from ntk.core import keys, table
 from ntk.core.broker import PLAN, enqueue
 from ntk.core.codec import MANIFEST_MAGIC, TAIL_BYTES, Manifest, appended, spans, unpack
 from ntk.core.jobstate import TERMINAL, end_call, submit_call
 from ntk.core.problems import redis_problem
-from ntk.core.job import KernelJob, PredictJob, request_key, times_as_floats
+from ntk.core.job import AnyJob, request_key, times_as_floats
 
 NPZ = "application/x-npz"
+CSV = "text/csv"
 JOB_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex, as submit makes them
 QVALUE = re.compile(r"0(\.\d{0,3})?|1(\.0{0,3})?")  # an Accept weight, RFC 9110 §12.4.2
 
@@ -58,7 +59,14 @@ def wants_npz(request: Request) -> bool:
     return npz_specificity == 2 and npz_q > 0 and npz_q >= preference(accept, "application/json")[0]
 
 
-async def submit(request: Request, submitted: KernelJob | PredictJob, inline: dict[str, bytes]) -> tuple[str, bool]:
+def wants_csv(request: Request) -> bool:
+    """CSV (a sweep's table) when the caller names text/csv and wants it at least as much as JSON."""
+    accept = request.headers.get("Accept", "")
+    csv_q, csv_specificity = preference(accept, CSV)
+    return csv_specificity == 2 and csv_q > 0 and csv_q >= preference(accept, "application/json")[0]
+
+
+async def submit(request: Request, submitted: AnyJob, inline: dict[str, bytes]) -> tuple[str, bool]:
     """The id of the job answering this request, and whether it was already there (answered or
     running): then nothing is computed for this call, which is what ``cached`` reports.
 
@@ -150,16 +158,20 @@ async def conclude(request: Request, job: dict, *, joined: bool) -> Response:
 
 
 async def answer(request: Request, job: dict, *, cached: bool) -> Response:
+    """The job's result: arrays as JSON or npz; a sweep's table as JSON or CSV."""
     r = request.app.state.redis
     result = keys.job_result(job["id"])
     meta = json.loads(job["answer"])
     meta["cached"] = meta["cached"] or cached
-    if wants_npz(request):
+    sweep = job["kind"] == "sweep"
+    if not sweep and wants_npz(request):
         return await stream_npz(r, result, meta, job["id"])
     located = await parts(r, result)
     data = None if located is None else await read_spans(r, result, spans(located, 0, size_of(located), 1 << 62))
     if data is None:
         raise expired(job["id"])
+    if sweep:
+        return await off_loop(request, encode_table, data, meta, wants_csv(request))
     return await off_loop(request, encode_json, data, meta)
 
 
@@ -205,6 +217,13 @@ def encode_json(data: bytes, meta: dict) -> JSONResponse:
     return JSONResponse({**meta, **{name: a.tolist() for name, a in unpack(data).items()}})
 
 
+def encode_table(data: bytes, meta: dict, as_csv: bool) -> Response:
+    document = table.from_arrays(unpack(data))
+    if as_csv:
+        return Response(table.to_csv(document["columns"], document["rows"]), media_type=CSV)
+    return JSONResponse({**document, **meta})
+
+
 STREAM_CHUNK_BYTES = 4 << 20
 
 
@@ -247,7 +266,7 @@ async def cancel(request: Request, job: dict) -> None:
 
 
 
-async def compute(request: Request, submitted: KernelJob | PredictJob, inline: dict[str, bytes],
+async def compute(request: Request, submitted: AnyJob, inline: dict[str, bytes],
                   wait: float) -> Response:
     """Submit, wait up to ``wait`` seconds, answer 200 (or the job's problem) or 202 with the job."""
     job_id, joined = await submit(request, submitted, inline)
