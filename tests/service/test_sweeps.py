@@ -31,10 +31,13 @@ GRID = {"depth": [1, 2, 3], "w_std": [1.0, 1.6]}
 
 
 def data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Points on a sphere and two smooth targets of them: a likelihood with a clear noise optimum."""
-    x = np.random.default_rng(seed).normal(size=(n, 3))
+    """Points on a sphere and two smooth targets of them with noise: a likelihood whose fitted
+    noise lies inside its search range."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3))
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x, np.stack([np.sin(2 * x[:, 0]) + x[:, 1], np.cos(x[:, 2])], axis=1)
+    y = np.stack([np.sin(2 * x[:, 0]) + x[:, 1], np.cos(x[:, 2])], axis=1)
+    return x, y + 0.1 * rng.normal(size=y.shape)
 
 
 X, Y = data(14, 0)
