@@ -97,7 +97,8 @@ def check_sweep(settings: Settings, architectures: list[Architecture], x_train: 
     and predicts on the validation points from the val × train kernel. (How many architectures,
     and their depth, are checked as the sweep is expanded: ntk.api.routers.sweeps.)"""
     n_train, n_val = x_train["shape"][0], 0 if x_val is None else x_val["shape"][0]
-    check_points(settings, [n_train + n_val, *x_train["shape"][1:]], "x_train", "the points in x_train and x_val")
+    check_point_counts(settings, [n_train + n_val, *x_train["shape"][1:]], "x_train",
+                       "the points in x_train and x_val")
     within(settings, "max_train_points", n_train, "x_train", "the number of training points")
     within(settings, "max_kernel_entries", n_val * n_train, "x_val",
            f"the validation × train kernel's entries ({n_val} × {n_train})")

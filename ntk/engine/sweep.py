@@ -45,8 +45,8 @@ from torch import Tensor
 
 from .combinators import serial
 from .interrupt import Progress, ShouldStop, Steps
-from .kernel import (Budget, NonFiniteKernel, as_points, block_input, block_output, check_inputs, default_block_size, place,
-                     resolve_device, tiles)
+from .kernel import (Budget, NonFiniteKernel, as_points, block_input, block_output, check_inputs, default_block_size,
+                     place, resolve_device, tiles)
 from .predict import Factorization, NotPositiveDefinite, PredictError, factorize, predict
 from ntk.spec.architecture import Architecture
 from ntk.spec.sweep_grid import SweepPoint
