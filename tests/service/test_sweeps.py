@@ -138,7 +138,9 @@ def test_refusals_name_the_path_and_setting(client, change, path, setting):
 def test_sdk_sweep_sync_and_async_and_the_plot(service_url, tmp_path):
     base = stax.stack(stax.serial(stax.Dense(64, b_std=0.1), stax.Relu()), stax.Dense(2, b_std=0.1))
     with Client(service_url, progress=False) as c:
+        followed = c.sweep(X, Y, base=base, grid=GRID, x_val=XV, y_val=YV, diag_reg=0.03, wait=0)  # 202: a job
         rows = c.sweep(X, Y, base=base, grid=GRID, x_val=XV, y_val=YV)
+    assert_rows_close(followed, sweep(expand(BASE, GRID), X, Y, XV, YV, diag_reg=0.03))
     assert_rows_close(rows, sweep(expand(BASE, GRID), X, Y, XV, YV, diag_reg="fit"))
 
     async def asynchronously():

@@ -10,6 +10,8 @@ progress counts architectures, and one cancel stops it. The answer is a table, a
 
 from __future__ import annotations
 
+import math
+
 from fastapi import APIRouter, Depends, Request
 
 from ntk.api import deps, jobs, limits
@@ -20,7 +22,7 @@ from ntk.api.schemas import Accepted, SweepAnswer, SweepRequest
 from ntk.core.job import SweepJob
 from ntk.core.settings import Settings
 from ntk.spec.architecture import SpecError
-from ntk.spec.sweep_grid import SweepPoint, SweepTooLarge, expand
+from ntk.spec.sweep_grid import SweepPoint, expand
 
 router = APIRouter(prefix="/v1", tags=["sweeps"], dependencies=[Depends(deps.authorize), Depends(deps.json_body)],
                    route_class=OffLoopJson)
@@ -59,13 +61,16 @@ def outputs(targets: dict) -> int:
 
 
 def expanded(settings: Settings, body: SweepRequest) -> list[SweepPoint]:
-    """The sweep's architectures, under NTK_MAX_SWEEP_ARCHITECTURES and NTK_MAX_LAYERS."""
+    """The sweep's architectures, under NTK_MAX_SWEEP_ARCHITECTURES (counted before any is made)
+    and NTK_MAX_LAYERS."""
+    if body.architectures is not None:
+        limits.within(settings, "max_sweep_architectures", len(body.architectures), "architectures",
+                      "the number of architectures")
+    else:
+        limits.within(settings, "max_sweep_architectures", math.prod(map(len, (body.grid or {}).values())), "grid",
+                      "the number of architectures (the product of the grid's lists)")
     try:
         points = expand(body.base, body.grid, body.architectures, max_architectures=settings.max_sweep_architectures)
-    except SweepTooLarge as e:
-        limits.within(settings, "max_sweep_architectures", e.value, "grid" if body.grid else "architectures",
-                      "the number of architectures")
-        raise AssertionError("unreachable: within refuses what SweepTooLarge refused") from e
     except SpecError as e:
         raise spec_problem(e.errors) from None
     for point in points:
