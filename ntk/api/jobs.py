@@ -51,19 +51,13 @@ def preference(accept: str, media_type: str) -> tuple[float, int]:
     return best[1], best[0]
 
 
-def wants_npz(request: Request) -> bool:
-    """npz when the caller names it and wants it at least as much as JSON; JSON otherwise (a
-    wildcard alone, or an Accept that wants neither, gets JSON: it is the default answer)."""
+def wants(request: Request, media_type: str) -> bool:
+    """``media_type`` (npz; a sweep's CSV) when the caller names it and wants it at least as much as
+    JSON; JSON otherwise (a wildcard alone, or an Accept that wants neither, gets JSON: it is the
+    default answer)."""
     accept = request.headers.get("Accept", "")
-    npz_q, npz_specificity = preference(accept, NPZ)
-    return npz_specificity == 2 and npz_q > 0 and npz_q >= preference(accept, "application/json")[0]
-
-
-def wants_csv(request: Request) -> bool:
-    """CSV (a sweep's table) when the caller names text/csv and wants it at least as much as JSON."""
-    accept = request.headers.get("Accept", "")
-    csv_q, csv_specificity = preference(accept, CSV)
-    return csv_specificity == 2 and csv_q > 0 and csv_q >= preference(accept, "application/json")[0]
+    q, specificity = preference(accept, media_type)
+    return specificity == 2 and q > 0 and q >= preference(accept, "application/json")[0]
 
 
 async def submit(request: Request, submitted: AnyJob, inline: dict[str, bytes]) -> tuple[str, bool]:
@@ -164,14 +158,14 @@ async def answer(request: Request, job: dict, *, cached: bool) -> Response:
     meta = json.loads(job["answer"])
     meta["cached"] = meta["cached"] or cached
     sweep = job["kind"] == "sweep"
-    if not sweep and wants_npz(request):
+    if not sweep and wants(request, NPZ):
         return await stream_npz(r, result, meta, job["id"])
     located = await parts(r, result)
     data = None if located is None else await read_spans(r, result, spans(located, 0, size_of(located), 1 << 62))
     if data is None:
         raise expired(job["id"])
     if sweep:
-        return await off_loop(request, encode_table, data, meta, wants_csv(request))
+        return await off_loop(request, encode_table, data, meta, wants(request, CSV))
     return await off_loop(request, encode_json, data, meta)
 
 
