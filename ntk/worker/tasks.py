@@ -156,24 +156,29 @@ class Tasks:
 
     def stop_check(self, job_id: str):
         """``should_stop`` for the engine: whether the job stopped running, asked of Redis at most
-        every STOP_CHECK_S."""
+        every STOP_CHECK_S. Each asking is also a sign of life for the watchdog: a sweep's rows
+        (its progress) come only once the kernels of all its architectures are computed, which
+        may take longer than NTK_JOB_STALL_S."""
         asked = [-math.inf, False]  # when, and the answer
 
         def should_stop() -> bool:
             now = time.monotonic()
             if now - asked[0] >= STOP_CHECK_S:
-                asked[:] = [now, not self.running(job_id)]
+                pipe = self.store.redis.pipeline(transaction=False)
+                pipe.hget(keys.job(job_id), "status")
+                pipe.zadd(keys.ACTIVE_JOBS, {job_id: time.time()}, xx=True)
+                status, _ = pipe.execute()
+                asked[:] = [now, status != b"running"]
             return asked[1]
         return should_stop
 
     def sweep_progress(self, job_id: str):
         """``progress`` for the engine: the job's done set counts the architectures done (as it
-        counts tiles), each a computation for ``cached`` and a sign of life for the watchdog."""
+        counts tiles), each a computation for ``cached``."""
         def progress(done: int, total: int) -> None:
             pipe = self.store.redis.pipeline(transaction=False)
             pipe.sadd(keys.job_tiles_done(job_id), done)
             pipe.hincrby(keys.job(job_id), "computed", 1)
-            pipe.zadd(keys.ACTIVE_JOBS, {job_id: time.time()}, xx=True)
             pipe.execute()
         return progress
 
