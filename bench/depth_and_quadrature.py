@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ntk.engine import kernel_fn  # noqa: E402
+from ntk.spec import architecture as spec  # noqa: E402
 from ntk.spec.architecture import Architecture, LayerAdapter  # noqa: E402
 
 
