@@ -100,7 +100,7 @@ def run(args) -> int:
     architectures = None if args.architectures is None else read_json(args.architectures)
     grid = dict(args.grid)
     x_train, y_train = read_training_set(args.train)
-    x_val, y_val = (None, None) if args.val is None else read_training_set(args.val)
+    x_val, y_val = (None, None) if args.val is None else read_training_set(args.val, "--val")
     if args.url:
         with server_errors(args.url), connect(args) as client:
             rows = client.sweep(x_train, y_train, base=base, grid=grid, architectures=architectures, x_val=x_val,

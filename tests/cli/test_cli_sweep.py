@@ -16,6 +16,7 @@ BASE = {"block": [{"type": "Dense", "out_dim": 8}, {"type": "Relu"}], "readout":
 def inputs(tmp_path):
     x = np.random.default_rng(0).normal(size=(5, 3))
     np.savez(tmp_path / "train.npz", x=x, y=x[:, 0])
+    np.save(tmp_path / "x.npy", x)
     (tmp_path / "base.json").write_text(json.dumps(BASE))
     return tmp_path
 
@@ -29,8 +30,10 @@ def inputs(tmp_path):
      ["NTK_MAX_SWEEP_ARCHITECTURES"]),
     (["--diag-reg", "-1"], 2, ["--diag-reg", "fit or a number"]),
     (["--architectures", "base.json"], 2, ["--base", "--architectures"]),
+    (["--val", "x.npy"], 2, ["--val", "x.npy", ".npz"]),
 ])
 def test_a_mistake_is_one_line(inputs, capsys, more, status, names):
+    more = [str(inputs / arg) if arg in ("base.json", "x.npy") else arg for arg in more]
     got, err = ntk(capsys, "sweep", "--train", inputs / "train.npz", "--base", inputs / "base.json",
                    "--out", inputs / "rows.csv", *more)
     assert got == status
