@@ -4,6 +4,7 @@
 
     python3 bench/sweep.py [--points 200] [--dim 64] [--max-depth 50] [--reps 5]
     NT_PYTHON=/tmp/nt/bin/python python3 bench/sweep.py     # adds neural-tangents, per architecture
+    python3 bench/sweep.py --url http://localhost:8000       # adds the same sweep through the service
 
 Two workloads, on random points (NNGP and NTK, train × train, float64):
 
@@ -14,6 +15,11 @@ Two workloads, on random points (NNGP and NTK, train × train, float64):
   user looping over the grid would (bench/nt_worker.py; the sum of the 30 first calls).
 * a depth grid 1…``--max-depth``: the sweep's kernels against the single deepest kernel
   (goal: at most 1.5×, the price of the readouts and of writing D results out).
+
+With ``--url``, the issue's grid with its rows also goes through a running service as one
+request (``Client.sweep``, POST /v1/sweeps): new requests (each rep its own targets, so none is
+answered from the cache) and the same request again (the cached answer), against the same
+sweep in this process.
 
 Figures are medians of ``--reps`` runs; the ratios are printed, nothing is asserted.
 """
@@ -30,6 +36,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "clients", "python"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -85,12 +92,28 @@ def neural_tangents(architectures, x, nt_python: str) -> float:
             worker.close()
 
 
+def through_service(url: str, x: np.ndarray, reps: int, in_process: float) -> None:
+    """The issue's grid with rows as one request to the service: new requests, then a cached one."""
+    from ntk_client import Client
+
+    targets = iter([np.sign(np.random.default_rng(1000 + i).normal(size=(len(x), 1))) for i in range(reps + 1)])
+    first = next(targets)
+    with Client(url, progress=False) as client:
+        client.sweep(x, first, base=FC, grid=ISSUE_GRID)  # computed once: the repeat below is cached
+        new, cached = timed(reps, lambda: client.sweep(x, next(targets), base=FC, grid=ISSUE_GRID),
+                            lambda: client.sweep(x, first, base=FC, grid=ISSUE_GRID))
+    print(f"  through the service ({url})")
+    print(f"    a new sweep request        {new:8.3f} s   {new / in_process:5.2f}x in-process with rows")
+    print(f"    the same request again     {cached:8.3f} s   (cached answer)")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=200)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--max-depth", type=int, default=50)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--url", help="also time the issue's grid through this running service (POST /v1/sweeps)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default torch's; 1 keeps a shared, loaded machine from "
                              "oversubscribing its cores)")
@@ -118,6 +141,9 @@ def main(argv=None) -> int:
         print(f"  neural-tangents, jit per architecture {nt:8.3f} s   sweep kernels {nt / together:6.1f}x faster")
     else:
         print("  (NT_PYTHON is not set: neural-tangents not run)")
+
+    if args.url:
+        through_service(args.url, x, args.reps, with_rows)
 
     depths = [p.architecture for p in expand(FC, {"depth": list(range(1, args.max_depth + 1)),
                                                   "w_std": [1.5], "b_std": [0.05]})]

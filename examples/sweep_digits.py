@@ -11,9 +11,10 @@ validation accuracy is near the best.
 Usage::
 
     python examples/sweep_digits.py [--train 600] [--val 400] [--out examples/sweep_digits.png]
+    python examples/sweep_digits.py --url http://localhost:8000     # the same sweep on a server
 
-For now the sweep runs in this process (``ntk.engine.sweep``); with the service's sweep
-endpoint it becomes ``Client(url).sweep(...)`` in ``run_sweep`` below, nothing else changes.
+The sweep runs in this process (``ntk.engine.sweep``), or with ``--url`` on a running service as
+one request, ``Client(url).sweep(...)`` (POST /v1/sweeps): the same rows either way.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "clients" / "python"))
 
 import matplotlib  # noqa: E402
 
@@ -33,6 +35,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
+from ntk_client import Client, plot_sweep  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 from ntk.engine.sweep import sweep  # noqa: E402
@@ -44,8 +47,11 @@ BASE = {"parameterization": "ntk",
 GRID = {"depth": list(range(1, 13)), "w_std": [1.0, 1.5, 2.0, 2.5]}
 
 
-def run_sweep(base, grid, x_train, y_train, x_val, y_val) -> list[dict]:
-    """The rows of the sweep (with the SDK: ``return Client(url).sweep(base, grid, ...)``)."""
+def run_sweep(base, grid, x_train, y_train, x_val, y_val, url: str | None = None) -> list[dict]:
+    """The rows of the sweep: on the service at ``url``, else in this process."""
+    if url:
+        with Client(url) as client:
+            return client.sweep(x_train, y_train, base=base, grid=grid, x_val=x_val, y_val=y_val, diag_reg="fit")
     return sweep(expand(base, grid), x_train, y_train, x_val, y_val, diag_reg="fit")
 
 
@@ -66,11 +72,8 @@ def plot(rows: list[dict], path: str) -> None:
     metrics = [("log_marginal_likelihood", "NNGP log marginal likelihood (train)"),
                ("nngp_mse", "NNGP validation MSE"), ("ntk_accuracy", "NTK validation accuracy")]
     for ax, (metric, title) in zip(axes, metrics):
-        for w_std in sorted({row["w_std"] for row in rows}):
-            line = sorted((row["depth"], row[metric]) for row in rows if row["w_std"] == w_std and not row["error"])
-            ax.plot(*zip(*line), marker="o", ms=3, label=f"w_std = {w_std:g}")
-        ax.set(title=title, xlabel="depth (Dense + Relu blocks)")
-        ax.grid(alpha=0.3)
+        plot_sweep(rows, x="depth", y=metric, line="w_std", ax=ax)
+        ax.set(title=title, xlabel="depth (Dense + Relu blocks)", ylabel=None)
     best = max((row for row in rows if not row["error"]), key=lambda row: row["log_marginal_likelihood"])
     for ax, (metric, _) in zip(axes, metrics):
         ax.plot(best["depth"], best[metric], "k*", ms=14, label="best marginal likelihood")
@@ -84,11 +87,12 @@ def main(argv=None) -> int:
     parser.add_argument("--train", type=int, default=600)
     parser.add_argument("--val", type=int, default=400)
     parser.add_argument("--depths", type=int, default=max(GRID["depth"]))
+    parser.add_argument("--url", help="sweep on this running service (default: in this process)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "sweep_digits.png"))
     args = parser.parse_args(argv)
 
     grid = {**GRID, "depth": list(range(1, args.depths + 1))}
-    rows = run_sweep(BASE, grid, *digits(args.train, args.val))
+    rows = run_sweep(BASE, grid, *digits(args.train, args.val), url=args.url)
     print(f"{'depth':>5} {'w_std':>5} {'log p(y)':>10} {'diag_reg':>9} {'NNGP acc':>9} {'NTK acc':>8}")
     for row in rows:
         print(f"{row['depth']:5d} {row['w_std']:5.2f} {row['log_marginal_likelihood']:10.1f} {row['diag_reg']:9.2e} "

@@ -15,7 +15,7 @@ from ntk.api import deps, openapi, problems
 from ntk.api.metrics import Instrument, Metrics
 from ntk.api.middleware import BodyLimit, RateLimit, RequestContext
 from ntk.api.problems import problem_responses
-from ntk.api.routers import datasets, health, jobs, kernels, predict
+from ntk.api.routers import datasets, health, jobs, kernels, predict, sweeps
 from ntk.core.settings import Settings, get_settings
 from ntk.core import keys
 from ntk.core.broker import build_broker
@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     openapi.serve_docs(app)
     openapi.declare_security(app, settings)
     app.include_router(health.router)
-    for router in (datasets.router, kernels.router, predict.router, jobs.router):
+    for router in (datasets.router, kernels.router, predict.router, sweeps.router, jobs.router):
         app.include_router(router, responses=v1_problems(settings))
     # added innermost first: a call meets RequestContext, Instrument, RateLimit, then BodyLimit
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, max_json_bytes=settings.max_json_bytes)

@@ -18,17 +18,18 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ntk.core import logs
 from ntk.api.inputs import off_loop
 from ntk.api.problems import Problem, respond
-from ntk.core import keys
+from ntk.core import keys, table
 from ntk.core.broker import PLAN, enqueue
 from ntk.core.codec import MANIFEST_MAGIC, TAIL_BYTES, Manifest, appended, spans, unpack
 from ntk.core.jobstate import PARTIAL, TERMINAL, end_call, submit_call
 from ntk.core.problems import redis_problem
-from ntk.core.job import KernelJob, PredictJob, request_key, times_as_floats
+from ntk.core.job import AnyJob, KernelJob, PredictJob, request_key, times_as_floats
 from ntk.core.estimate import Capacity, Estimate, estimate
 from ntk.core.settings import Settings, machine_memory_bytes
 from ntk.api import limits
 
 NPZ = "application/x-npz"
+CSV = "text/csv"
 JOB_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex, as submit makes them
 QVALUE = re.compile(r"0(\.\d{0,3})?|1(\.0{0,3})?")  # an Accept weight, RFC 9110 §12.4.2
 
@@ -54,12 +55,13 @@ def preference(accept: str, media_type: str) -> tuple[float, int]:
     return best[1], best[0]
 
 
-def wants_npz(request: Request) -> bool:
-    """npz when the caller names it and wants it at least as much as JSON; JSON otherwise (a
-    wildcard alone, or an Accept that wants neither, gets JSON: it is the default answer)."""
+def wants(request: Request, media_type: str) -> bool:
+    """``media_type`` (npz; a sweep's CSV) when the caller names it and wants it at least as much as
+    JSON; JSON otherwise (a wildcard alone, or an Accept that wants neither, gets JSON: it is the
+    default answer)."""
     accept = request.headers.get("Accept", "")
-    npz_q, npz_specificity = preference(accept, NPZ)
-    return npz_specificity == 2 and npz_q > 0 and npz_q >= preference(accept, "application/json")[0]
+    q, specificity = preference(accept, media_type)
+    return specificity == 2 and q > 0 and q >= preference(accept, "application/json")[0]
 
 
 async def capacity(r, settings: Settings) -> Capacity:
@@ -72,7 +74,7 @@ async def capacity(r, settings: Settings) -> Capacity:
     return Capacity.of(settings, [json.loads(v) for k, v in reports.items() if k in live], machine_memory_bytes())
 
 
-async def admit(request: Request, job: KernelJob | PredictJob, path: str) -> Estimate:
+async def admit(request: Request, job: AnyJob, path: str) -> Estimate:
     """The job's estimate, or a 422 when it is over NTK_MAX_JOB_SECONDS or a worker's memory."""
     settings = request.app.state.settings
     available = await capacity(request.app.state.redis, settings)
@@ -81,7 +83,7 @@ async def admit(request: Request, job: KernelJob | PredictJob, path: str) -> Est
     return estimated
 
 
-async def submit(request: Request, submitted: KernelJob | PredictJob, inline: dict[str, bytes],
+async def submit(request: Request, submitted: AnyJob, inline: dict[str, bytes],
                  estimated: Estimate) -> tuple[str, bool]:
     """The id of the job answering this request, and whether it was already there (answered or
     running): then nothing is computed for this call, which is what ``cached`` reports.
@@ -201,16 +203,20 @@ async def conclude(request: Request, job: dict, *, joined: bool) -> Response:
 
 
 async def answer(request: Request, job: dict, *, cached: bool) -> Response:
+    """The job's result: arrays as JSON or npz; a sweep's table as JSON or CSV."""
     r = request.app.state.redis
     result = keys.job_result(job["id"])
     meta = json.loads(job["answer"])
     meta["cached"] = meta["cached"] or cached
-    if wants_npz(request):
+    sweep = job["kind"] == "sweep"
+    if not sweep and wants(request, NPZ):
         return await stream_npz(r, result, meta, job["id"])
     located = await parts(r, result)
     data = None if located is None else await read_spans(r, result, spans(located, 0, size_of(located), 1 << 62))
     if data is None:
         raise expired(job["id"])
+    if sweep:
+        return await off_loop(request, encode_table, data, meta, wants(request, CSV))
     return await off_loop(request, encode_json, data, meta)
 
 
@@ -256,6 +262,13 @@ def encode_json(data: bytes, meta: dict) -> JSONResponse:
     return JSONResponse({**meta, **{name: a.tolist() for name, a in unpack(data).items()}})
 
 
+def encode_table(data: bytes, meta: dict, as_csv: bool) -> Response:
+    document = table.from_arrays(unpack(data))
+    if as_csv:
+        return Response(table.to_csv(document["columns"], document["rows"]), media_type=CSV)
+    return JSONResponse({**document, **meta})
+
+
 STREAM_CHUNK_BYTES = 4 << 20
 
 
@@ -298,7 +311,7 @@ async def cancel(request: Request, job: dict) -> None:
 
 
 
-async def compute(request: Request, submitted: KernelJob | PredictJob, inline: dict[str, bytes],
+async def compute(request: Request, submitted: AnyJob, inline: dict[str, bytes],
                   wait: float, estimated: Estimate) -> Response:
     """Submit, wait up to ``wait`` seconds, answer 200 (or the job's problem) or 202 with the job."""
     job_id, joined = await submit(request, submitted, inline, estimated)

@@ -116,3 +116,17 @@ def check_estimate(settings: Settings, estimate: Estimate, capacity: Capacity, p
     within(settings, "worker_memory_bytes", estimate.cost.peak_bytes_per_tile, path,
            f"the memory one tile of {estimate.tile} points a side needs in bytes", limit=capacity.memory_bytes,
            estimate_s=estimate.estimate_s)
+
+
+def check_sweep(settings: Settings, architectures: list[Architecture], x_train: dict, x_val: dict | None) -> None:
+    """A sweep's data, as a prediction's: every architecture factorizes the train × train kernel,
+    and predicts on the validation points from the val × train kernel. (How many architectures,
+    and their depth, are checked as the sweep is expanded: ntk.api.routers.sweeps.)"""
+    n_train, n_val = x_train["shape"][0], 0 if x_val is None else x_val["shape"][0]
+    check_point_counts(settings, [n_train + n_val, *x_train["shape"][1:]], "x_train",
+                       "the points in x_train and x_val")
+    within(settings, "max_train_points", n_train, "x_train", "the number of training points")
+    within(settings, "max_kernel_entries", n_val * n_train, "x_val",
+           f"the validation × train kernel's entries ({n_val} × {n_train})")
+    for arch in {arch.needs_full_spatial(): arch for arch in architectures}.values():  # one of each kind
+        check_pair_covariances(settings, arch, x_train["shape"], "x_train")

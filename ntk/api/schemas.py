@@ -74,6 +74,39 @@ class PredictRequest(Strict):
     dtype: DType | None = None
 
 
+class SweepRequest(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"x_train": [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], "y_train": [[0.0], [0.8], [0.9]],
+         "base": {"block": [{"type": "Dense", "out_dim": 512}, {"type": "Relu"}],
+                  "readout": [{"type": "Dense", "out_dim": 1}]},
+         "grid": {"depth": [1, 2, 3], "w_std": [1.0, 1.5, 2.0]}}]})
+
+    x_train: ArrayRef
+    y_train: ArrayRef
+    x_val: ArrayRef | None = Field(None, description="validation inputs: adds the t = ∞ predictors' MSE "
+                                   "(and accuracy, for targets of k ≥ 2 columns) to each row")
+    y_val: ArrayRef | None = None
+    base: dict | None = Field(None, description="an architecture, or a stack {stem, block, depth, readout} "
+                              "(docs/rest.md, Sweeps); with ``grid``")
+    grid: dict[str, list[Any]] | None = Field(None, description="{key: [values]}: depth, parameterization, "
+                                              "activation, or any layer parameter (block.w_std, ...); the last "
+                                              "key varies fastest")
+    architectures: list[dict] | dict[str, dict] | None = Field(None, description="instead of base and grid: "
+                                                                "architectures, or a mapping label -> architecture")
+    diag_reg: Annotated[float, Field(ge=0, allow_inf_nan=False)] | Literal["fit"] = Field(
+        "fit", description="ε relative to the kernel's mean diagonal, or \"fit\": the ε of the largest marginal "
+        "likelihood, per architecture")
+    dtype: DType | None = Field(None, description="default: NTK_DTYPE")
+
+
+class SweepAnswer(BaseModel):
+    columns: list[str]
+    rows: list[dict[str, Any]] = Field(description="one per architecture: its row key, log_marginal_likelihood, "
+                                       "output_scale, diag_reg, with a validation set nngp_mse, ntk_mse (and "
+                                       "nngp_accuracy, ntk_accuracy), and error (null, or why it has no numbers)")
+    cached: bool
+
+
 class Progress(BaseModel):
     done: int = Field(description="tiles done")
     total: int = Field(description="tiles the job needs (0 until it is planned)")
@@ -83,7 +116,7 @@ class Progress(BaseModel):
 
 class Job(BaseModel):
     id: str
-    kind: Literal["kernels", "predict"]
+    kind: Literal["kernels", "predict", "sweep"]
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     progress: Progress
     estimate_s: float | None = Field(description="the job's estimated seconds on one worker, from the cost model "

@@ -71,10 +71,10 @@ def read_array(path: str, field: str = "x") -> np.ndarray:
     return array
 
 
-def read_training_set(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """The x (inputs) and y (targets or class labels) arrays of an .npz file."""
+def read_training_set(path: str, option: str = "--train") -> tuple[np.ndarray, np.ndarray]:
+    """The x (inputs) and y (targets or class labels) arrays of an .npz file (given as ``option``)."""
     if not isinstance(load(path), np.lib.npyio.NpzFile):
-        raise UsageError(f"--train {path}: an .npy file holds one array; --train takes an .npz with arrays "
+        raise UsageError(f"{option} {path}: an .npy file holds one array; {option} takes an .npz with arrays "
                          "x (inputs) and y (targets or labels), as numpy.savez(path, x=x, y=y) writes")
     return read_array(path, "x"), read_array(path, "y")
 

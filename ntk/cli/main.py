@@ -1,4 +1,4 @@
-"""``ntk``: one entry point, a subcommand per module (kernel, predict, serve, worker).
+"""``ntk``: one entry point, a subcommand per module (kernel, predict, sweep, serve, worker).
 
 Each subcommand module exposes ``add_parser(subparsers)`` and sets ``func`` on its parser; imports
 are deferred so ``ntk --help`` does not load torch. A mistake the user can fix is reported as one
@@ -15,7 +15,7 @@ import traceback
 
 from .errors import UserError
 
-SUBCOMMANDS = ("kernel", "predict", "serve", "worker")
+SUBCOMMANDS = ("kernel", "predict", "sweep", "serve", "worker")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -20,12 +20,16 @@ has reported, for NTK_DEFAULT_SECONDS_PER_UNIT, a slow CPU's.
 from __future__ import annotations
 
 import json
+import operator
+import sys
 from dataclasses import dataclass
+from functools import reduce
 
-from ntk.core.job import KernelJob, PredictJob
+from ntk.core.job import AnyJob, SweepJob
 from ntk.core.settings import Settings
 from ntk.spec import cost as C
 from ntk.spec.architecture import Architecture
+from ntk.spec.sweep_grid import expand
 
 DTYPE_BYTES = {"float32": 4, "float64": 8}
 
@@ -71,9 +75,30 @@ class Estimate:
                 "lane": self.lane}
 
 
-def job_cost(job: KernelJob | PredictJob, tile: int, on_gpu: bool) -> C.Cost:
+def sweep_cost(job: SweepJob, tile: int, on_gpu: bool) -> C.Cost:
+    """An upper bound: every architecture priced as if computed alone (its train × train and
+    val × train kernels and its solve), though the sweep computes shared layer prefixes once
+    (ntk.engine.sweep), so a depth grid 1…D costs about one depth-D pass, not D(D+1)/2 layers."""
+    shape, n_train = tuple(job.x_train.shape[1:]), job.x_train.shape[0]
+    n_val = 0 if job.x_val is None else job.x_val.shape[0]
+    dtype_bytes = DTYPE_BYTES[job.dtype]
+
+    def alone(arch: Architecture) -> C.Cost:
+        cost = C.kernel_cost(arch, shape, n_train, None, dtype_bytes=dtype_bytes, tile=tile, on_gpu=on_gpu)
+        if n_val:
+            cost = cost + C.kernel_cost(arch, shape, n_val, n_train, dtype_bytes=dtype_bytes, tile=tile, on_gpu=on_gpu)
+        return cost + C.prediction_cost(n_train, n_val, method="eigh")
+
+    # the API refused a sweep over NTK_MAX_SWEEP_ARCHITECTURES before pricing it
+    points = expand(**job.expand_arguments(), max_architectures=sys.maxsize)
+    return reduce(operator.add, (alone(point.architecture) for point in points))
+
+
+def job_cost(job: AnyJob, tile: int, on_gpu: bool) -> C.Cost:
     """The job's work and per-tile memory as the workers compute it: both kernels in every tile
     (a tile serves any later request for either), x2 equal to x1 computed as K(x1, x1)."""
+    if job.kind == "sweep":
+        return sweep_cost(job, tile, on_gpu)
     arch = Architecture.parse(job.architecture)
     dtype_bytes = DTYPE_BYTES[job.dtype]
     if job.kind == "kernels":
@@ -90,11 +115,11 @@ def job_cost(job: KernelJob | PredictJob, tile: int, on_gpu: bool) -> C.Cost:
                                  dtype_bytes, tile, on_gpu)
 
 
-def tile_for(job: KernelJob | PredictJob, settings: Settings, capacity: Capacity) -> int:
+def tile_for(job: AnyJob, settings: Settings, capacity: Capacity) -> int:
     """NTK_TILE, or the largest power-of-two fraction of it whose tile takes at most
     NTK_TILE_TARGET_S and fits in ``capacity.memory_bytes`` (1 when not even one pair does)."""
-    if job.kind == "kernels" and job.method == "monte_carlo":
-        return settings.tile  # one tile whatever its side (ntk.worker.plan)
+    if job.kind == "sweep" or (job.kind == "kernels" and job.method == "monte_carlo"):
+        return settings.tile  # one task whatever its side (ntk.worker.plan, ntk.worker.tasks.run_sweep)
     shape = tuple((job.x1 if job.kind == "kernels" else job.x_train).shape[1:])
     side = C.tile_side(Architecture.parse(job.architecture), shape, capacity.seconds_per_unit,
                        settings.tile_target_s, settings.tile, dtype_bytes=DTYPE_BYTES[job.dtype],
@@ -105,7 +130,7 @@ def tile_for(job: KernelJob | PredictJob, settings: Settings, capacity: Capacity
     return tile
 
 
-def estimate(job: KernelJob | PredictJob, settings: Settings, capacity: Capacity) -> Estimate:
+def estimate(job: AnyJob, settings: Settings, capacity: Capacity) -> Estimate:
     tile = tile_for(job, settings, capacity)
     cost = job_cost(job, tile, capacity.on_gpu)
     seconds = C.estimate_seconds(cost, capacity.seconds_per_unit)

@@ -1,5 +1,5 @@
 """The job a request becomes, as it crosses Redis from the API to the workers: typed models, a
-discriminated union of kernel and prediction jobs (``kind``), and its identity.
+discriminated union of kernel, prediction and sweep jobs (``kind``), and its identity.
 
 Arrays in a job are references (``ArrayRef``): ``digest`` hashes the array's dtype, shape and
 bytes, ``dataset`` names the stored dataset holding it (None: the array came inline and lives in
@@ -86,15 +86,45 @@ class PredictJob(BaseModel):
     compute_cov: bool = True
 
 
-Job = Annotated[Union[KernelJob, PredictJob], Field(discriminator="kind")]
-JOBS: TypeAdapter[KernelJob | PredictJob] = TypeAdapter(Job)
+class SweepJob(BaseModel):
+    """One row of numbers per architecture of a sweep (ntk.spec.sweep_grid, ntk.engine.sweep),
+    computed by one task. The grid is a list of (key, values) pairs, and the architectures' labels a
+    list beside them, because their order is the rows' order and a request's key (``request_key``)
+    hashes mappings with their keys sorted."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["sweep"] = "sweep"
+    base: dict | None = None
+    grid: list[tuple[str, list]] | None = None
+    architectures: list[dict] | None = None
+    labels: list[str] | None = None  # the architectures were given as a mapping label -> spec
+    dtype: DType
+    x_train: ArrayRef
+    y_train: ArrayRef
+    x_val: ArrayRef | None = None
+    y_val: ArrayRef | None = None
+    diag_reg: Annotated[float, Field(ge=0, allow_inf_nan=False)] | Literal["fit"] = "fit"
+
+    def expand_arguments(self) -> dict:
+        """``sweep_grid.expand``'s base, grid and architectures, as the request gave them."""
+        architectures = self.architectures
+        if architectures is not None and self.labels is not None:
+            architectures = dict(zip(self.labels, architectures))
+        return {"base": self.base, "grid": None if self.grid is None else dict(self.grid),
+                "architectures": architectures}
+
+
+AnyJob = KernelJob | PredictJob | SweepJob
+Job = Annotated[Union[KernelJob, PredictJob, SweepJob], Field(discriminator="kind")]
+JOBS: TypeAdapter[AnyJob] = TypeAdapter(Job)
 
 
 def digest_of(document: Any) -> str:
     return hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def request_key(job: KernelJob | PredictJob) -> str:
+def request_key(job: AnyJob) -> str:
     """Identical requests (same numbers asked of the same data) have the same key, however their
     arrays travelled (inline or as a dataset)."""
     def strip(value):

@@ -12,7 +12,7 @@ import logging
 import time
 
 from ntk.core import keys
-from ntk.core.job import KernelJob, PredictJob
+from ntk.core.job import AnyJob
 
 log = logging.getLogger("ntk.worker")
 
@@ -77,7 +77,7 @@ return 1
 """
 
 
-def submit_call(job_id: str, request: KernelJob | PredictJob, request_key: str, request_id: str,
+def submit_call(job_id: str, request: AnyJob, request_key: str, request_id: str,
                 inline: dict[str, bytes], planned: dict[str, str] | None = None) -> tuple[list, list]:
     """KEYS and ARGV of SUBMIT; ``request_id`` is the HTTP request's (ntk.core.logs), kept for the job's
     logs; ``inline`` the npy bytes of the request's inline arrays by digest, stored with a new job;

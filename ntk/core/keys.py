@@ -51,7 +51,7 @@ def job_inputs(job_id: str) -> str:
 
 
 def job_tiles_done(job_id: str) -> str:
-    """set of the tile keys this job found or computed (its progress)."""
+    """set of the tile keys this job found or computed, or of a sweep's architectures done (its progress)."""
     return f"{PREFIX}:job:{job_id}:done"
 
 

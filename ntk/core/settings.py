@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     max_layers: int = Field(1024, ge=1, description="the deepest architecture accepted, layers inside Residual "
                             "blocks counted; a kernel's time is linear in depth. The engine reads the same "
                             "variable (ntk.spec.architecture.MAX_LAYERS), so set it for the workers too")
+    max_sweep_architectures: int = Field(1024, ge=1, description="most architectures one sweep (POST /v1/sweeps) "
+                                         "expands to: its grid's product, or its list; one sweep is one job, "
+                                         "its time about linear in them")
+    sweep_bytes: int = Field(2 << 30, ge=1, description="a worker's memory for the kernels of the architectures a "
+                             "sweep computes together, sharing their common layers; beyond it the sweep runs in "
+                             "groups that fit (at least one architecture's kernels at a time)")
     max_mc_samples_width: int = Field(1 << 25, ge=1, description="Monte Carlo: most samples × the widest layer "
                                       "(out_dim or out_chan), which an estimate's time and memory grow with")
     max_mc_parameters: int = Field(1 << 28, ge=1, description="Monte Carlo: most parameters of one sampled "

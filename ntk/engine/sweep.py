@@ -45,8 +45,8 @@ from torch import Tensor
 
 from .combinators import serial
 from .interrupt import Progress, ShouldStop, Steps
-from .kernel import (NonFiniteKernel, as_points, block_input, block_output, check_inputs, default_block_size, place,
-                     resolve_device, tiles)
+from .kernel import (Budget, NonFiniteKernel, as_points, block_input, block_output, check_inputs, default_block_size,
+                     place, resolve_device, tiles)
 from .predict import Factorization, NotPositiveDefinite, PredictError, factorize, predict
 from ntk.spec.architecture import Architecture
 from ntk.spec.sweep_grid import SweepPoint
@@ -163,6 +163,7 @@ def sweep_kernels(
     dtype: torch.dtype = torch.float64,
     device: str | torch.device | None = None,
     block_size: int | None = None,
+    budget: Budget = Budget(),
     max_bytes: int = SWEEP_BYTES,
     should_stop: ShouldStop | None = None,
     progress: Progress | None = None,
@@ -171,15 +172,16 @@ def sweep_kernels(
     ``{"train_train": {name: (N, N)}, "val_train": {name: (M, N)}}`` (the second only with
     ``x_val``), each equal to ``kernel_fn`` of that architecture alone, or the NonFiniteKernel it
     raised. ``should_stop()`` is asked before every layer of every block, and ``Stopped`` raised
-    when it answers True; ``progress(done, total)`` is told as each architecture is taken."""
+    when it answers True; ``progress(done, total)`` is told as each architecture is taken. Blocks
+    are ``kernel_fn``'s for the same ``block_size`` and ``budget``."""
     steps = Steps(len(architectures), should_stop, progress)
-    for index, kernels in _kernels(architectures, x_train, x_val, tuple(get), dtype, device, block_size, max_bytes,
-                                   steps):
+    for index, kernels in _kernels(architectures, x_train, x_val, tuple(get), dtype, device, block_size, budget,
+                                   max_bytes, steps):
         yield index, kernels
         steps.advance()
 
 
-def _kernels(architectures, x_train, x_val, get, dtype, device, block_size, max_bytes, steps: Steps):
+def _kernels(architectures, x_train, x_val, get, dtype, device, block_size, budget, max_bytes, steps: Steps):
     device = resolve_device(device)
     x_train = as_points(x_train, dtype, device)
     x_val = None if x_val is None else as_points(x_val, dtype, device)
@@ -194,15 +196,15 @@ def _kernels(architectures, x_train, x_val, get, dtype, device, block_size, max_
     for g in range(0, len(order), group_size):
         group = order[g:g + group_size]
         yield from _group_kernels([architectures[i] for i in group], [keys[i] for i in group], group, x_train,
-                                  x_val, get, block_size, steps)
+                                  x_val, get, block_size, budget, steps)
 
 
-def _group_kernels(architectures, keys, indices, x_train, x_val, get, block_size, steps):
+def _group_kernels(architectures, keys, indices, x_train, x_val, get, block_size, budget, steps):
     n, point_shape = x_train.shape[0], tuple(x_train.shape[1:])
     results = {index: {"train_train": {}, "val_train": {}} for index in indices}
     failed: dict[int, NonFiniteKernel] = {}
     for root in build_trie(architectures, keys, spatial=x_train.ndim > 2):
-        size = block_size or default_block_size(root.sample, point_shape, x_train.dtype, x_train.device)
+        size = block_size or default_block_size(root.sample, point_shape, x_train.dtype, x_train.device, budget)
         blocks = [("train_train", x_train, None, tile) for tile in tiles(n, None, size)]
         if x_val is not None:
             blocks += [("val_train", x_val, x_train, tile) for tile in tiles(x_val.shape[0], n, size)]
@@ -319,6 +321,7 @@ def sweep(
     dtype: torch.dtype = torch.float64,
     device: str | torch.device | None = None,
     block_size: int | None = None,
+    budget: Budget = Budget(),
     max_bytes: int = SWEEP_BYTES,
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
@@ -345,7 +348,8 @@ def sweep(
     architectures = [point.architecture for point in points]
     rows: list[dict | None] = [None] * len(points)
     steps = Steps(len(points), should_stop, progress)
-    for index, kernels in _kernels(architectures, x_train, x_val, get, dtype, device, block_size, max_bytes, steps):
+    for index, kernels in _kernels(architectures, x_train, x_val, get, dtype, device, block_size, budget, max_bytes,
+                                   steps):
         steps.check()
         rows[index] = {**points[index].key, **_row(kernels, y_train, y_val, diag_reg)}
         steps.advance()

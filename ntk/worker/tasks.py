@@ -7,6 +7,10 @@ Each job runs in its lane (ntk.core.broker: interactive ahead of batch). A batch
 NTK_TILES_IN_FLIGHT tiles queued at a time, each tile done queueing the next behind the other
 jobs' (``queue_tiles``), so that batch jobs take turns.
 
+A sweep (many architectures on one dataset, ntk.engine.sweep) is computed whole by its plan task:
+its architectures share layers, and the sharing lives in one process. Its progress counts
+architectures, and it stops, as a tile does, within a layer of its job's cancellation.
+
 The join verifies that every tile it needs is still in Redis; evicted ones are re-enqueued (and,
 should memory be too small to ever hold them all at once, computed by the join itself). It then
 reads the tiles one at a time into matrices allocated once (``assembled``): a worker holds a
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from contextlib import contextmanager
 
@@ -32,13 +37,15 @@ import dramatiq
 import redis
 import torch
 
-from ntk.core import keys
+from ntk.core import keys, table
 from ntk.core.broker import FINISH, LANES, PLAN, PRIORITIES, TILE, actor_name, enqueue
-from ntk.core.job import JOBS, KernelJob, PredictJob
+from ntk.core.job import JOBS, KernelJob, PredictJob, SweepJob
 from ntk.engine import KERNELS
 from ntk.engine.interrupt import Stopped
 from ntk.engine.kernel import place
 from ntk.engine.predict import Factorization, factorize, max_learning_rate, method_for, required_kernels
+from ntk.engine.sweep import sweep
+from ntk.spec.sweep_grid import expand
 from ntk.worker import compute
 from ntk.worker.compute import Cancelled, DeadlineExceeded
 from ntk.worker.context import Context
@@ -51,6 +58,9 @@ log = logging.getLogger("ntk.worker")
 # How often the join sends evicted tiles back to the queue before computing them itself: under a
 # maxmemory too small for all of a job's tiles at once, re-enqueueing alone would loop forever.
 REQUEUE_ROUNDS = 2
+# A sweep asks Redis whether its job still runs at most this often (the engine asks before every
+# layer of every block, thousands of times a second on small inputs).
+STOP_CHECK_S = 0.05
 
 
 class Phases:
@@ -122,6 +132,8 @@ class Tasks:
     def plan_job(self, job_id: str) -> None:
         job = current_job.get()
         request = JOBS.validate_json(job["request"])
+        if request.kind == "sweep":
+            return self.run_sweep(job, request)
         self.store.redis.hsetnx(keys.job(job_id), "tile", self.settings.tile)
         size = int(self.store.redis.hget(keys.job(job_id), "tile"))
         wanted = [(block, tile) for block in self.needed_blocks(request) for tile in block.tiles(size)]
@@ -159,6 +171,53 @@ class Tasks:
         if pending is not None:
             block_name, tile = json.loads(pending)
             enqueue(self.broker, TILE, job["id"], block_name, tile, lane=job.get("lane", "batch"))
+
+    def run_sweep(self, job: dict, request: SweepJob) -> None:
+        """Every architecture's row, in one task (ntk.engine.sweep); progress: architectures done.
+        The request was expanded and checked by the API; it is expanded again here, under the
+        same limit, from the same arguments."""
+        points = expand(**request.expand_arguments(), max_architectures=self.settings.max_sweep_architectures)
+        def read(ref):
+            return None if ref is None else self.store.array(job["id"], ref)
+
+        self.store.set_total(job["id"], len(points), [])
+        self.jobs.touch(job["id"])
+        try:
+            rows = sweep(points, read(request.x_train), read(request.y_train), read(request.x_val),
+                         read(request.y_val), diag_reg=request.diag_reg, dtype=compute.torch_dtype(request.dtype),
+                         device=self.device, budget=self.budget, max_bytes=self.settings.sweep_bytes,
+                         should_stop=self.stop_check(job["id"]), progress=self.sweep_progress(job["id"]))
+        except Stopped:  # the job ended meanwhile (cancelled): nothing left to report
+            return
+        self.succeed(job, table.as_arrays(rows), {})
+
+    def stop_check(self, job_id: str):
+        """``should_stop`` for the engine: whether the job stopped running, asked of Redis at most
+        every STOP_CHECK_S. Each asking is also a sign of life for the watchdog: a sweep's rows
+        (its progress) come only once the kernels of all its architectures are computed, which
+        may take longer than NTK_JOB_STALL_S."""
+        asked = [-math.inf, False]  # when, and the answer
+
+        def should_stop() -> bool:
+            now = time.monotonic()
+            if now - asked[0] >= STOP_CHECK_S:
+                pipe = self.store.redis.pipeline(transaction=False)
+                pipe.hget(keys.job(job_id), "status")
+                pipe.zadd(keys.ACTIVE_JOBS, {job_id: time.time()}, xx=True)
+                status, _ = pipe.execute()
+                asked[:] = [now, status != b"running"]
+            return asked[1]
+        return should_stop
+
+    def sweep_progress(self, job_id: str):
+        """``progress`` for the engine: the job's done set counts the architectures done (as it
+        counts tiles), each a computation for ``cached``."""
+        def progress(done: int, total: int) -> None:
+            pipe = self.store.redis.pipeline(transaction=False)
+            pipe.sadd(keys.job_tiles_done(job_id), done)
+            pipe.hincrby(keys.job(job_id), "computed", 1)
+            pipe.execute()
+        return progress
 
     def compute_tile(self, job_id: str, block_name: str, tile: list[int]) -> None:
         job = current_job.get()

@@ -30,8 +30,11 @@ def images(n: int, side: int, seed: int = 0) -> list:
 
 @pytest.fixture(scope="module")
 def one_worker(start_service, start_valkey):
+    # Lanes by estimate, whatever the calibration (0.6-36 ns per unit seen on a loaded 2-core VM):
+    # TINY's 2.6e5 units stay under NTK_INTERACTIVE_S = 0.02 s, and 24 images' 1.4e8 units over it.
+    # Tiles of 256 images take seconds even on a quiet machine, so the DELETE lands inside one.
     with start_valkey() as server, start_service(f"{server.connection_url}/0", workers=1, rate_limit="",
-                                                 tile=64, tile_target_s=1000, job_stall_s=1, interactive_s=0.05,
+                                                 tile=256, tile_target_s=1000, job_stall_s=1, interactive_s=0.02,
                                                  log_format="text") as svc:
         with httpx.Client(base_url=svc.url, timeout=60) as client:
             yield svc, client
@@ -58,12 +61,12 @@ def test_a_tiny_request_passes_a_big_job_which_a_delete_stops_within_its_block(o
     r = client.post("/v1/kernels?wait=0", json={"architecture": CNN, "x1": images(600, 8)})
     assert r.status_code == 202, r.text
     big = r.json()["job"]
-    assert big["estimate_s"] >= 60 and big["lane"] == "batch" and big["eta_s"] > 0
+    assert big["estimate_s"] > 0 and big["lane"] == "batch" and big["eta_s"] > 0  # its value is the calibration's
     assert big["progress"] == {"done": 0, "total": 0, "fraction": 0.0}
 
     # A small batch job queued behind the big one's tiles: it waits its turn longer than the
     # stall timeout, and the watchdog must leave it alone (it re-planned, then failed, such jobs).
-    r = client.post("/v1/kernels?wait=0", json={"architecture": CNN, "x1": images(12, 8, seed=1)})
+    r = client.post("/v1/kernels?wait=0", json={"architecture": CNN, "x1": images(24, 8, seed=1)})
     waiting = r.json()["job"]
     assert waiting["lane"] == "batch"
 

@@ -30,6 +30,7 @@ from ._exceptions import (
 )
 from ._models import Job, Kernels, Prediction
 from ._progress import JobProgress, ProgressSetting
+from .stax import _jsonable
 
 __all__ = ["Client", "AsyncClient"]
 
@@ -63,7 +64,7 @@ Operation = Generator[Union[httpx.Request, _Sleep], Union[httpx.Response, None],
 
 
 def _architecture(arch: Any) -> dict[str, Any]:
-    """The spec dict from a stax ``serial(...)``, a plain dict, or JSON text."""
+    """The spec dict from a stax ``serial(...)`` (or ``stack(...)``), a plain dict, or JSON text."""
     if hasattr(arch, "to_dict"):
         return arch.to_dict()
     if isinstance(arch, Mapping):
@@ -71,6 +72,13 @@ def _architecture(arch: Any) -> dict[str, Any]:
     if isinstance(arch, (str, bytes)):
         return json.loads(arch)
     raise TypeError(f"an architecture is a stax.serial(...), a dict or JSON text, not {type(arch).__name__}")
+
+
+def _sweep_architectures(architectures: Any) -> list[dict[str, Any]] | dict[str, dict[str, Any]]:
+    """A list of architectures, or a mapping label -> architecture (the labels name the rows)."""
+    if isinstance(architectures, Mapping):
+        return {str(label): _architecture(arch) for label, arch in architectures.items()}
+    return [_architecture(arch) for arch in architectures]
 
 
 def _is_reference(x: Any) -> bool:
@@ -243,20 +251,23 @@ class _BaseClient:
             return {"dataset": (yield from self._upload(x))}
         return to_nested_list(x, path)
 
-    def _training_refs(self, x_train: ArrayLike, y_train: ArrayLike) -> Operation[tuple[Any, Any]]:
-        """ArrayRefs for a training set; a large one travels as one dataset holding x and y."""
+    def _training_refs(self, x_train: ArrayLike, y_train: ArrayLike,
+                       names: tuple[str, str] = ("x_train", "y_train")) -> Operation[tuple[Any, Any]]:
+        """ArrayRefs for a training (or validation: ``names``) set; a large one travels as one
+        dataset holding x and y."""
+        x_name, y_name = names
         if _is_reference(x_train):
             if y_train is None:
                 return _reference(x_train), _reference(x_train, field="y")
-            y_ref = _reference(y_train) if _is_reference(y_train) else to_nested_list(as_targets(y_train), "y_train")
+            y_ref = _reference(y_train) if _is_reference(y_train) else to_nested_list(as_targets(y_train), y_name)
             return _reference(x_train), y_ref
         if y_train is None:
-            raise TypeError("y_train is required unless x_train is a dataset id holding y")
+            raise TypeError(f"{y_name} is required unless {x_name} is a dataset id holding y")
         x, y = as_features(x_train), as_targets(y_train)
         if x.nbytes + y.nbytes > self.binary_threshold:
             dataset = yield from self._upload(x, y)
             return {"dataset": dataset}, {"dataset": dataset, "field": "y"}
-        return to_nested_list(x, "x_train"), to_nested_list(y, "y_train")
+        return to_nested_list(x, x_name), to_nested_list(y, y_name)
 
     # -- jobs ----------------------------------------------------------------------------------
 
@@ -303,10 +314,12 @@ class _BaseClient:
             return (yield from self._job_answer(Job.from_json(response.json()["job"]), progress, accept))
         return _decode(response)
 
-    def _result(self, job_id: str, progress: ProgressSetting) -> Operation[Kernels | Prediction]:
+    def _result(self, job_id: str, progress: ProgressSetting) -> Operation[Kernels | Prediction | list[dict]]:
         job = yield from self._job(job_id)
         # Asked for as npz, the arrays keep the dtype they were computed in.
         answer = yield from self._job_answer(job, progress, NPZ)
+        if "rows" in answer:  # a sweep's table (always JSON)
+            return answer["rows"]
         if "mean" in answer:
             return Prediction.from_answer(answer, np.dtype(np.float64), t_sent=None)
         return Kernels.from_answer(answer, np.dtype(np.float64))
@@ -361,6 +374,26 @@ class _BaseClient:
         binary = self._result_is_large([body["x_train"], body["x_test"]], n_times * m * (m + 2))
         answer = yield from self._compute("/v1/predict", body, wait=wait, progress=progress, binary=binary)
         return Prediction.from_answer(answer, np.dtype(dtype or np.float64), t_sent=body["t"])
+
+    def _sweep(
+        self, x_train, y_train, *, base, grid, architectures, x_val, y_val, diag_reg, dtype, wait, progress,
+    ) -> Operation[list[dict[str, Any]]]:
+        if (architectures is None) == (base is None):
+            raise TypeError("give a base (with a grid) or a list of architectures, not both")
+        body: dict[str, Any] = {}
+        body["x_train"], body["y_train"] = yield from self._training_refs(x_train, y_train)
+        if x_val is not None:
+            body["x_val"], body["y_val"] = yield from self._training_refs(x_val, y_val, ("x_val", "y_val"))
+        if base is not None:
+            body["base"] = _architecture(base)  # a stax.stack(...) too
+            body["grid"] = {str(key): [_jsonable(v) for v in values] for key, values in (grid or {}).items()}
+        else:
+            body["architectures"] = _sweep_architectures(architectures)
+        body["diag_reg"] = diag_reg if diag_reg == "fit" else float(diag_reg)
+        if dtype is not None:
+            body["dtype"] = np.dtype(dtype).name
+        answer = yield from self._compute("/v1/sweeps", body, wait=wait, progress=progress, binary=False)
+        return answer["rows"]
 
     def _health(self) -> Operation[dict[str, Any]]:
         return (yield from self._request("GET", "/healthz")).json()
@@ -469,6 +502,31 @@ class Client(_BaseClient):
             compute_cov=compute_cov, targets=targets, dtype=dtype, wait=wait, progress=progress,
         ))
 
+    def sweep(
+        self, x_train: ArrayLike, y_train: ArrayLike, *, base: Any = None, grid: Mapping[str, Sequence] | None = None,
+        architectures: Any = None, x_val: ArrayLike = None, y_val: ArrayLike = None,
+        diag_reg: float | str = "fit", dtype: Any = None, wait: float | None = 30, progress: ProgressSetting = None,
+    ) -> list[dict[str, Any]]:
+        """Many architectures on one dataset, computed as one job: one row (a dict) per architecture.
+
+        Either ``base`` and ``grid``: ``base`` is an architecture or a ``stax.stack(block, readout,
+        stem=..., depth=...)``, ``grid`` a mapping ``{key: [values]}`` over ``depth`` (stacks),
+        ``parameterization``, ``activation`` or any layer parameter (``w_std``, ``block.b_std``, ...),
+        the last key varying fastest; or ``architectures``, a list (or a mapping label -> architecture).
+
+        Each row holds its grid values (or ``architecture``: its index or label), the NNGP
+        ``log_marginal_likelihood`` of ``y_train`` with the output scale fitted (``output_scale``)
+        and ``diag_reg``, ε relative to the kernel's mean diagonal, as given or fitted (``"fit"``);
+        with ``x_val``/``y_val``, ``nngp_mse`` and ``ntk_mse`` of the t = ∞ predictors (and
+        ``nngp_accuracy``/``ntk_accuracy`` for targets of two or more columns); and ``error``:
+        None, or why the architecture has no numbers. ``pandas.DataFrame(rows)`` makes it a table;
+        :func:`ntk_client.plot_sweep` a figure.
+        """
+        return self._run(self._sweep(
+            x_train, y_train, base=base, grid=grid, architectures=architectures, x_val=x_val, y_val=y_val,
+            diag_reg=diag_reg, dtype=dtype, wait=wait, progress=progress,
+        ))
+
     def upload(self, x: ArrayLike, y: ArrayLike = None) -> str:
         """Store a dataset on the server (npz) and return its id, for use in place of an array.
 
@@ -492,8 +550,8 @@ class Client(_BaseClient):
         """Ask the service to cancel a job; its workers stop within one tile."""
         return self._run(self._cancel(job_id))
 
-    def result(self, job_id: str, *, progress: ProgressSetting = None) -> Kernels | Prediction:
-        """Wait for a job and return its answer (:class:`Kernels` or :class:`Prediction`).
+    def result(self, job_id: str, *, progress: ProgressSetting = None) -> Kernels | Prediction | list[dict]:
+        """Wait for a job and return its answer (:class:`Kernels`, :class:`Prediction`, or a sweep's rows).
 
         Raises :class:`JobFailed` or :class:`JobCancelled` when it ended otherwise.
         """
@@ -571,6 +629,17 @@ class AsyncClient(_BaseClient):
             compute_cov=compute_cov, targets=targets, dtype=dtype, wait=wait, progress=progress,
         ))
 
+    @_same_doc(Client.sweep)
+    async def sweep(
+        self, x_train: ArrayLike, y_train: ArrayLike, *, base: Any = None, grid: Mapping[str, Sequence] | None = None,
+        architectures: Any = None, x_val: ArrayLike = None, y_val: ArrayLike = None,
+        diag_reg: float | str = "fit", dtype: Any = None, wait: float | None = 30, progress: ProgressSetting = None,
+    ) -> list[dict[str, Any]]:
+        return await self._run(self._sweep(
+            x_train, y_train, base=base, grid=grid, architectures=architectures, x_val=x_val, y_val=y_val,
+            diag_reg=diag_reg, dtype=dtype, wait=wait, progress=progress,
+        ))
+
     @_same_doc(Client.upload)
     async def upload(self, x: ArrayLike, y: ArrayLike = None) -> str:
         return await self._run(self._upload(x, y))
@@ -592,7 +661,7 @@ class AsyncClient(_BaseClient):
         return await self._run(self._cancel(job_id))
 
     @_same_doc(Client.result)
-    async def result(self, job_id: str, *, progress: ProgressSetting = None) -> Kernels | Prediction:
+    async def result(self, job_id: str, *, progress: ProgressSetting = None) -> Kernels | Prediction | list[dict]:
         return await self._run(self._result(job_id, progress))
 
     @_same_doc(Client.health)

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
-    "Layer", "Serial", "serial",
+    "Layer", "Serial", "serial", "Stack", "stack",
     "Dense", "Conv", "Relu", "LeakyRelu", "ABRelu", "Abs", "Sign", "Identity", "Erf", "Gelu",
     "Sin", "Elementwise", "AvgPool", "GlobalAvgPool", "Flatten", "LayerNorm", "Residual",
 ]
@@ -144,6 +144,57 @@ def serial(*layers: Layer | Serial, parameterization: str = _Default("ntk")) -> 
     if not layers:
         raise ValueError("serial() needs at least one layer")
     return Serial(_flatten(layers), parameterization)
+
+
+class Stack:
+    """``stem + block × depth + readout``: the base of a sweep whose grid varies the depth
+    (``Client.sweep``; the JSON ``{"stem", "block", "depth", "readout"}`` of docs/rest.md, Sweeps)."""
+
+    __slots__ = ("stem", "block", "depth", "readout", "parameterization")
+
+    def __init__(self, stem: list[Layer], block: list[Layer], depth: int | _Default, readout: list[Layer],
+                 parameterization: str | _Default) -> None:
+        self.stem, self.block, self.depth, self.readout = stem, block, depth, readout
+        self.parameterization = parameterization
+
+    def to_dict(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {}
+        if not isinstance(self.parameterization, _Default):
+            spec["parameterization"] = self.parameterization
+        if self.stem:
+            spec["stem"] = [layer.to_dict() for layer in self.stem]
+        spec["block"] = [layer.to_dict() for layer in self.block]
+        if not isinstance(self.depth, _Default):
+            spec["depth"] = int(self.depth)
+        spec["readout"] = [layer.to_dict() for layer in self.readout]
+        return spec
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Stack) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
+
+    def __repr__(self) -> str:
+        return f"stack({self.to_dict()!r})"
+
+
+def _layers(part: Layer | Serial | Iterable[Layer | Serial]) -> list[Layer]:
+    return _flatten([part] if isinstance(part, (Layer, Serial)) else part)
+
+
+def stack(block: Layer | Serial | Iterable[Layer | Serial], readout: Layer | Serial | Iterable[Layer | Serial], *,
+          stem: Layer | Serial | Iterable[Layer | Serial] = (), depth: int = _Default(1),
+          parameterization: str = _Default("ntk")) -> Stack:
+    """The network ``stem + block × depth + readout``, whose ``depth`` (repetitions of the block:
+    hidden layers, for a [Dense, activation] block) a sweep's grid may vary::
+
+        stax.stack(stax.serial(stax.Dense(512), stax.Relu()), stax.Dense(1))   # depth 1 by default
+    """
+    block, readout = _layers(block), _layers(readout)
+    if not block or not readout:
+        raise ValueError("stack() needs a block and a readout of at least one layer each")
+    return Stack(_layers(stem), block, depth, readout, parameterization)
 
 
 def Dense(out_dim: int, w_std: float = _Default(1.0), b_std: float | None = _Default(None)) -> Layer:
