@@ -30,19 +30,10 @@ import neural_tangents as nt  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from nt_bridge import to_stax  # noqa: E402  (the translation the kernel fixtures and the NT benchmark use)
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from spec_builders import A, C, D  # noqa: E402
+
 OUT_DIR = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "monte_carlo"
-
-
-def D(n, **kw):
-    return {"type": "Dense", "out_dim": n, **kw}
-
-
-def C(n, f, **kw):
-    return {"type": "Conv", "out_chan": n, "filter_shape": f, **kw}
-
-
-def A(t, **kw):
-    return {"type": t, **kw}
 
 
 CASES = {

@@ -23,20 +23,9 @@ from ntk.engine.monte_carlo import (empirical_kernels, empirical_kernels_autodif
                                         sample_seed)
 from ntk.engine.networks import Conv, build_network
 from ntk.spec.architecture import SpecError
+from spec_builders import A, C, D
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "monte_carlo"
-
-
-def D(n, **kw):
-    return {"type": "Dense", "out_dim": n, **kw}
-
-
-def C(n, f, **kw):
-    return {"type": "Conv", "out_chan": n, "filter_shape": f, **kw}
-
-
-def A(t, **kw):
-    return {"type": t, **kw}
 
 
 def arch(layers, parameterization="ntk"):
