@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ntk.core import logs
 from ntk.api.inputs import off_loop
 from ntk.api.problems import Problem, respond
+from ntk.api.tenants import over_active_jobs
 from ntk.core import keys
 from ntk.worker.broker import PLAN, enqueue
 from ntk.core.codec import MANIFEST_MAGIC, TAIL_BYTES, Manifest, appended, spans, unpack
@@ -61,14 +62,22 @@ async def submit(request: Request, kind: str, job_request: dict, inline: dict[st
     """The id of the job answering this request, and whether it was already there (answered or
     running): then nothing is computed for this call, which is what ``cached`` reports.
 
-    Redis decides which job that is (ntk.core.jobstate.SUBMIT), in one script; should its reply be
-    lost and the script run again (ntk.api.deps.redis_client), the job it created is found by its id.
+    The job belongs to the call's tenant, which the request carries to the workers with the scope
+    of the tiles they cache (ntk.api.tenants). Redis decides which job that is
+    (ntk.core.jobstate.SUBMIT), in one script, and refuses a new one beyond the tenant's active
+    jobs; should its reply be lost and the script run again (ntk.api.deps.redis_client), the job
+    it created is found by its id.
     """
     state = request.app.state
+    tenant = request.state.tenant
+    job_request = {**job_request, "tenant": tenant.id, "cache_scope": tenant.cache_scope(state.settings)}
     key = request_key(job_request)
     job_id = uuid.uuid4().hex
-    script_keys, args = submit_call(job_id, kind, job_request, key, request.state.request_id, inline)
+    limit = state.settings.tenant_max_active_jobs
+    script_keys, args = submit_call(job_id, kind, job_request, key, request.state.request_id, inline, tenant.id, limit)
     owner, how = await state.submit(keys=script_keys, args=args)
+    if how == b"refused":
+        raise over_active_jobs(owner, limit)
     owner = owner.decode()
     if owner != job_id:
         if how == b"answered":

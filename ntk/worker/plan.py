@@ -5,9 +5,13 @@ are references ``{"digest", "shape", "dataset", "field"}``: ``digest`` hashes th
 shape and bytes, ``dataset`` names the stored dataset holding it (None: the array came inline and
 lives in the job's inputs under its digest).
 
-A block's identity hashes the canonical architecture, the digests of its two inputs, the dtype and
-(Monte Carlo) the sampling, and NOT which kernels were asked for: tiles always hold both NNGP and
-NTK, so a tile computed for one request serves every later one on the same data.
+A request also names its ``tenant`` (who owns the job and the datasets it reads) and its
+``cache_scope``: the tenant, or "shared" with NTK_SHARED_CACHE (ntk.api.tenants).
+
+A block's identity hashes the canonical architecture, the digests of its two inputs, the dtype,
+(Monte Carlo) the sampling and the cache scope, and NOT which kernels were asked for: tiles always
+hold both NNGP and NTK, so a tile computed for one request serves every later one on the same data
+in the same scope (one tenant's, or everyone's when shared).
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ def block(request: dict, name: str, x1: dict, x2: dict | None) -> Block:
     sampling = {"samples": request.get("samples"), "seed": request.get("seed")} if method == "monte_carlo" else {}
     identity = digest_of({
         "architecture": request["architecture"], "dtype": request["dtype"], "method": method, **sampling,
-        "x1": x1["digest"], "x2": None if x2 is None else x2["digest"],
+        "x1": x1["digest"], "x2": None if x2 is None else x2["digest"], "cache_scope": request["cache_scope"],
     })
     return Block(name, identity, x1, x2, method, **sampling)
 
@@ -76,8 +80,8 @@ def blocks(request: dict) -> dict[str, Block]:
 
 
 def request_key(request: dict) -> str:
-    """Identical requests (same numbers asked of the same data) have the same key, however their
-    arrays travelled (inline or as a dataset)."""
+    """Identical requests (same numbers asked of the same data by the same tenant) have the same
+    key, however their arrays travelled (inline or as a dataset); the tenant is part of the request."""
     def strip(value):
         if isinstance(value, dict) and "digest" in value:
             return value["digest"]

@@ -127,8 +127,8 @@ def ensure_tile(job: dict, request: dict, block: Block, tile) -> dict:
     key = keys.tile(block.id, tile)
     values = store.get(key)
     if values is None:
-        x1 = store.array(job["id"], block.x1)
-        x2 = None if block.x2 is None else store.array(job["id"], block.x2)
+        x1 = store.array(job["id"], block.x1, request["tenant"])
+        x2 = None if block.x2 is None else store.array(job["id"], block.x2, request["tenant"])
         values = compute.tile_values(request, block, tile, x1, x2, device,
                                      cancelled=lambda: running_job(job["id"]) is None)
         store.put(key, **values)
@@ -279,7 +279,7 @@ def finish_predict(job: dict, request: dict) -> None:
         with phases("store factorization"):
             store.put(fact_key, **fact.to_arrays())
             store.redis.set(lr_key, repr(lr_per_target), ex=settings.cache_ttl_s)
-    y, labels = compute.targets(request, store.array(job["id"], request["y_train"]))
+    y, labels = compute.targets(request, store.array(job["id"], request["y_train"], request["tenant"]))
     kernels = required_kernels(request["kernel"], request["compute_cov"])
     with phases("read test kernels"):
         test_train = assembled(job, request, need["test_train"], keep=kernels["test_train"].__contains__,

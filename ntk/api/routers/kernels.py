@@ -15,8 +15,9 @@ router = APIRouter(prefix="/v1", tags=["kernels"], dependencies=[Depends(deps.au
 
 
 WAIT = Query(30.0, ge=0, le=300, allow_inf_nan=False, description="seconds to wait for the answer before answering 202 with the job")
-# A job's own problem (422 for inputs the workers refuse, 503) is answered as the request's.
-PROBLEMS = problem_responses(400, 401, 409, 410, 413, 415, 422, 503)
+# A job's own problem (422 for inputs the workers refuse, 503) is answered as the request's; 429 when
+# the tenant has its most active jobs (ntk.api.tenants).
+PROBLEMS = problem_responses(400, 401, 409, 410, 413, 415, 422, 429, 503)
 ANSWERS = {200: {"model": KernelAnswer, "content": {jobs.NPZ: {}}}, 202: {"model": Accepted}, **PROBLEMS}
 
 
