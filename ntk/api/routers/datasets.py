@@ -133,8 +133,7 @@ async def get_dataset(dataset_id: str, r: deps.RedisDep, tenant: deps.TenantDep)
 
 @router.delete("/{dataset_id}", status_code=204, responses=problem_responses(401, 404, 422, 503))
 async def delete_dataset(dataset_id: str, request: Request, r: deps.RedisDep, tenant: deps.TenantDep):
-    """Delete the dataset and release its bytes from its tenant's quota; an admin deletes every
-    tenant's copy of it."""
+    # Deleting releases the dataset's bytes from its tenant's quota; an admin deletes every tenant's copy.
     for owner in await holders(r, tenant, dataset_id):
         await request.app.state.delete_dataset(keys=[keys.dataset(owner, dataset_id), keys.STORED_BYTES], args=[owner])
     return Response(status_code=204)
