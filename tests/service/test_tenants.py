@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 
 from service_helpers import MLP, assert_problem, follow, points, tiles_computed
-from ntk.api.tenants import tenant_id
+from ntk.api.tenants import DEFAULT, Tenant, identify, tenant_id
 from ntk.core import keys
+from ntk.core.settings import Settings
 
 ALICE, BOB, CAROL, DAVE, ROOT = "key-alice", "key-bob", "key-carol", "key-dave", "key-root"
 MAX_BYTES = 10_000  # a 600 × 1 float64 dataset is 4800 bytes: two fit, a third does not
@@ -62,6 +63,16 @@ def assert_same_as_absent(answer: httpx.Response, its_id: str, absent: httpx.Res
     assert answer.status_code == absent.status_code and answer.status_code in (404, 422), answer.text
     assert answer.headers["content-type"] == absent.headers["content-type"]
     assert answer.text == absent.text.replace(absent_id, its_id)
+
+
+def test_who_a_key_is():
+    settings = Settings(api_keys="a,b", admin_keys="b,root")
+    assert identify("Bearer a", settings) == Tenant(tenant_id("a"))
+    assert identify("bearer  b ", settings) == Tenant(tenant_id("b"), admin=True)  # listed in both: an admin
+    assert identify("Bearer root", settings) == Tenant(tenant_id("root"), admin=True)
+    assert [identify(header, settings) for header in ("Bearer c", "Basic a", "Bearer", "")] == [None] * 4
+    assert identify("", Settings(api_keys="", admin_keys="")) == Tenant(DEFAULT)  # no keys: one tenant
+    assert identify("", Settings(api_keys="", admin_keys="root")) is None  # admin keys alone need a key too
 
 
 def kernel_body(seed: int, n: int = 12) -> dict:
