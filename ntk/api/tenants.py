@@ -10,9 +10,10 @@ datasets (read, cancel, delete).
 Where each rule lives:
 
 - identity: ``identify`` (ntk.api.deps.authorize for routes, ntk.api.middleware.RateLimit);
-- jobs: the job's hash holds its tenant (ntk.core.jobstate.SUBMIT), read before answering
-  (ntk.api.routers.jobs); a request's key hashes the tenant, so identical requests of two
-  tenants are two jobs and ``cached`` is never another tenant's answer;
+- jobs (kernels, predictions and sweeps alike): every job names its tenant and cache scope
+  (``Tenant.owner``, ntk.core.job.Owned); the job's hash holds its tenant (ntk.core.jobstate.SUBMIT),
+  read before answering (ntk.api.routers.jobs); a request's key hashes the tenant, so identical
+  requests of two tenants are two jobs and ``cached`` is never another tenant's answer;
 - computed values: a block's id hashes ``cache_scope`` (ntk.worker.plan), the tenant unless
   NTK_SHARED_CACHE makes it "shared";
 - datasets: stored per tenant (``ntk:dataset:<tenant>:<id>``): the same content uploaded by two
