@@ -11,7 +11,7 @@ import redis
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
-from ntk.api import deps, openapi, problems
+from ntk.api import deps, openapi, problems, tenants
 from ntk.api.metrics import Instrument, Metrics
 from ntk.api.middleware import BodyLimit, RateLimit, RequestContext
 from ntk.api.problems import problem_responses
@@ -26,12 +26,7 @@ log = logging.getLogger("ntk.api")
 
 def v1_problems(settings: Settings) -> dict:
     """What any /v1 call may answer, whatever its route: a rate limit, and a Redis out of memory."""
-    answers = problem_responses(507)
-    if settings.rate_limit:
-        answers.update(problem_responses(429))
-        answers[429]["headers"] = {"Retry-After": {"description": "seconds until this client may call again",
-                                                   "schema": {"type": "integer", "minimum": 1}}}
-    return answers
+    return problem_responses(507, 429) if settings.rate_limit else problem_responses(507)
 
 
 async def check_eviction_policy(r: aioredis.Redis) -> None:
@@ -59,6 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.cpu_slots = anyio.CapacityLimiter(settings.parse_concurrency or cores())
         app.state.submit = app.state.redis.register_script(SUBMIT)
         app.state.end = app.state.redis.register_script(END)
+        app.state.store_dataset = app.state.redis.register_script(tenants.STORE)
+        app.state.delete_dataset = app.state.redis.register_script(tenants.DELETE)
         app.state.broker = build_broker(settings)
         await check_eviction_policy(app.state.redis)
         yield

@@ -1,8 +1,7 @@
-"""FastAPI dependencies: settings, the Redis client, and bearer-key auth (API keys, the metrics key)."""
+"""FastAPI dependencies: settings, the Redis client, and bearer-key auth (tenants' keys, the metrics key)."""
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 import redis.asyncio as aioredis
@@ -11,6 +10,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from ntk.api.problems import Problem
+from ntk.api.tenants import Tenant, bearer_key, identify
 from ntk.core.settings import Settings
 
 
@@ -46,36 +46,29 @@ SettingsDep = Annotated[Settings, Depends(settings)]
 RedisDep = Annotated[aioredis.Redis, Depends(redis)]
 
 
-def bearer_in(request: Request, allowed: list[str]) -> bool:
-    """Whether the call's ``Authorization: Bearer <key>`` holds one of ``allowed``.
-
-    Every key is compared in constant time, and all of them always, so neither the time taken
-    nor which key matched leaks how much of a guess was right.
-    """
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    matched = False
-    for key in allowed:
-        matched |= hmac.compare_digest(token.strip().encode(), key.encode())
-    return scheme.lower() == "bearer" and matched
-
-
 def unauthorized(detail: str) -> Problem:
     return Problem(401, "Unauthorized", detail, headers={"WWW-Authenticate": 'Bearer realm="ntk"'})
 
 
-async def authorize(request: Request) -> None:
-    """With NTK_API_KEYS set, every /v1 call needs ``Authorization: Bearer <key>``."""
-    allowed = request.app.state.settings.keys
-    if allowed and not bearer_in(request, allowed):
+async def authorize(request: Request) -> Tenant:
+    """With NTK_API_KEYS (or NTK_ADMIN_KEYS) set, every /v1 call needs ``Authorization: Bearer <key>``;
+    the call's tenant (ntk.api.tenants) is kept in ``request.state.tenant`` for what it submits."""
+    tenant = identify(request.headers.get("Authorization", ""), request.app.state.settings)
+    if tenant is None:
         raise unauthorized("this call needs an Authorization: Bearer <key> header with a valid key")
+    request.state.tenant = tenant
+    return tenant
 
 
 async def authorize_metrics(request: Request) -> None:
     """With NTK_METRICS_KEY set, /metrics needs ``Authorization: Bearer <that key>`` (a scraper's
     credential, apart from the API keys); without it /metrics is open, as Prometheus expects."""
     key = request.app.state.settings.metrics_key
-    if key and not bearer_in(request, [key]):
+    if key and bearer_key(request.headers.get("Authorization", ""), [key]) is None:
         raise unauthorized("/metrics needs an Authorization: Bearer <NTK_METRICS_KEY> header")
+
+
+TenantDep = Annotated[Tenant, Depends(authorize)]  # the router's own authorize, run once per call
 
 
 async def json_body(request: Request) -> None:

@@ -66,6 +66,7 @@ class Inputs:
     def __init__(self, request: Request):
         self.request = request
         self.redis = request.app.state.redis
+        self.tenant = request.state.tenant  # whose datasets a reference names (an admin's too: its own)
         self.inline: dict[str, bytes] = {}  # digest -> npy bytes, stored with the job
 
     async def points(self, ref, path: str) -> dict:
@@ -88,7 +89,7 @@ class Inputs:
     async def _dataset(self, ref: DatasetRef, path: str) -> dict:
         if not HEX_ID.fullmatch(ref.dataset):
             raise invalid(f"{path}.dataset", "not a dataset id (a content hash: 64 lowercase hex digits)")
-        meta = await self.redis.hget(keys.dataset(ref.dataset), "meta")
+        meta = await self.redis.hget(keys.dataset(self.tenant.id, ref.dataset), "meta")
         if meta is None:
             raise invalid(f"{path}.dataset", f"no dataset {ref.dataset}: upload it first")
         meta = json.loads(meta)

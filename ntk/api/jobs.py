@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ntk.core import logs
 from ntk.api.inputs import off_loop
 from ntk.api.problems import Problem, respond
+from ntk.api.tenants import over_active_jobs
 from ntk.core import keys, table
 from ntk.core.broker import PLAN, enqueue
 from ntk.core.codec import MANIFEST_MAGIC, TAIL_BYTES, Manifest, appended, spans, unpack
@@ -88,14 +89,21 @@ async def submit(request: Request, submitted: AnyJob, inline: dict[str, bytes],
     """The id of the job answering this request, and whether it was already there (answered or
     running): then nothing is computed for this call, which is what ``cached`` reports.
 
-    Redis decides which job that is (ntk.core.jobstate.SUBMIT), in one script; should its reply be
-    lost and the script run again (ntk.api.deps.redis_client), the job it created is found by its id.
+    The job belongs to its tenant, which it carries to the workers with the scope of the tiles
+    they cache (ntk.core.job.Owned, ntk.api.tenants). Redis decides which job that is
+    (ntk.core.jobstate.SUBMIT), in one script, and refuses a new one beyond the tenant's active
+    jobs; should its reply be lost and the script run again (ntk.api.deps.redis_client), the job
+    it created is found by its id.
     """
     state = request.app.state
     key = request_key(submitted)
     job_id = uuid.uuid4().hex
-    script_keys, args = submit_call(job_id, submitted, key, request.state.request_id, inline, estimated.fields())
+    limit = state.settings.tenant_max_active_jobs
+    script_keys, args = submit_call(job_id, submitted, key, request.state.request_id, inline, limit,
+                                    estimated.fields())
     owner, how = await state.submit(keys=script_keys, args=args)
+    if how == b"refused":
+        raise over_active_jobs(owner, limit)
     owner = owner.decode()
     if owner != job_id:
         if how == b"answered":

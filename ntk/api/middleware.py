@@ -7,7 +7,6 @@ costs nothing, and they keep the request's context variables visible to the logs
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import re
@@ -21,6 +20,7 @@ from limits.errors import StorageError
 
 from ntk.core import logs
 from ntk.api.problems import Problem, respond
+from ntk.api.tenants import identify, keys_required
 from ntk.core.settings import Settings
 from ntk.core.problems import problem
 
@@ -85,8 +85,10 @@ class RequestContext:
 class RateLimit:
     """At most NTK_RATE_LIMIT /v1 calls per client in any window of its period; 429 beyond.
 
-    A client is its API key when NTK_API_KEYS is set (hashed: keys are never stored or logged in
-    clear), else its address. Counts live in Redis (``limits``' moving window, under
+    A client is its tenant (ntk.api.tenants: the hash of its key; keys are never stored or logged
+    in clear) when it sends a valid key, else its address: calls without keys configured, and calls
+    with a missing or invalid key, which are thus limited too, under one Redis entry per address
+    however many random keys they try. Counts live in Redis (``limits``' moving window, under
     ``ntk:ratelimit:``), so every API process shares them, and each entry expires with its window.
     Health probes, /metrics and the docs are not limited.
 
@@ -101,7 +103,7 @@ class RateLimit:
     def __init__(self, app, settings: Settings):
         self.app = app
         self.limit = limits.parse(settings.rate_limit)
-        self.by_key = bool(settings.keys)
+        self.settings = settings
         storage = RedisStorage(f"async+{settings.redis}", implementation="redispy", wrap_exceptions=True,
                                key_prefix="ntk:ratelimit", socket_connect_timeout=settings.redis_connect_timeout_s,
                                socket_timeout=settings.redis_connect_timeout_s)
@@ -109,9 +111,9 @@ class RateLimit:
         self.counting = True  # whether Redis answered last time: its failures are logged once, not per call
 
     def client(self, scope) -> str:
-        scheme, _, token = header(scope, b"authorization").partition(" ")
-        if self.by_key and scheme.lower() == "bearer" and token.strip():
-            return "key:" + hashlib.sha256(token.strip().encode()).hexdigest()
+        tenant = identify(header(scope, b"authorization"), self.settings)
+        if tenant is not None and keys_required(self.settings):
+            return f"key:{tenant.id}"
         host = scope.get("client")[0] if scope.get("client") else "unknown"
         return f"address:{host}"
 

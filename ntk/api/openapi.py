@@ -13,6 +13,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from ntk.api.tenants import keys_required
 from ntk.core.settings import Settings
 
 ASSETS = "/docs/assets"  # swagger-ui-bundle.js, swagger-ui.css, redoc.standalone.js, favicon.png
@@ -40,7 +41,7 @@ def declare_security(app: FastAPI, settings: Settings) -> None:
 
 def needs_key(path: str, settings: Settings) -> bool:
     if path.startswith("/v1/"):
-        return bool(settings.keys)
+        return keys_required(settings)
     return path == "/metrics" and bool(settings.metrics_key)
 
 

@@ -47,17 +47,21 @@ class Problem(Exception):
 PROBLEM_STATUSES = {
     400: "the body is not valid JSON, npy or npz",
     401: "the call lacks a valid bearer key (NTK_API_KEYS; for /metrics, NTK_METRICS_KEY)",
-    404: "no such dataset or job",
+    404: "no such dataset or job (another tenant's is no such one either)",
     409: "the job has not finished yet, or was cancelled",
     410: "the job's result expired or was evicted: send the request again",
     413: "the body exceeds NTK_MAX_BODY_BYTES, or a JSON body NTK_MAX_JSON_BYTES",
     415: "the body's Content-Type is not one this call takes",
     422: "invalid input: `errors` names each offending JSON path",
-    429: "more calls than NTK_RATE_LIMIT allows: Retry-After says when to call again",
+    429: "more calls than NTK_RATE_LIMIT allows (Retry-After says when to call again), or a computation while "
+         "the tenant has NTK_TENANT_MAX_ACTIVE_JOBS jobs queued or running",
     503: "Redis is unavailable, or no worker is alive",
     504: "the job ran past its deadline (its estimate × NTK_DEADLINE_MARGIN, capped by NTK_MAX_JOB_SECONDS)",
-    507: "Redis is out of memory: delete datasets or raise its maxmemory",
+    507: "Redis is out of memory, or an upload would take the tenant's datasets over NTK_TENANT_MAX_BYTES: "
+         "delete datasets (or raise Redis' maxmemory, or the setting)",
 }
+RETRY_AFTER = {"Retry-After": {"description": "seconds until this client may call again (a rate limit's 429)",
+                               "schema": {"type": "integer", "minimum": 1}}}
 
 
 def problem_responses(*statuses: int) -> dict:
@@ -68,7 +72,8 @@ def problem_responses(*statuses: int) -> dict:
     never sends.
     """
     schema = ProblemDetails.model_json_schema()
-    return {status: {"description": PROBLEM_STATUSES[status], "content": {PROBLEM_JSON: {"schema": schema}}}
+    return {status: {"description": PROBLEM_STATUSES[status], "content": {PROBLEM_JSON: {"schema": schema}},
+                     **({"headers": RETRY_AFTER} if status == 429 else {})}
             for status in statuses}
 
 

@@ -4,6 +4,10 @@ discriminated union of kernel, prediction and sweep jobs (``kind``), and its ide
 Arrays in a job are references (``ArrayRef``): ``digest`` hashes the array's dtype, shape and
 bytes, ``dataset`` names the stored dataset holding it (None: the array came inline and lives in
 the job's inputs under its digest).
+
+Every job names its ``tenant`` (who owns it, and in whose datasets its references resolve) and its
+``cache_scope`` (whose cached tiles it reads and writes: the tenant, or "shared" with
+NTK_SHARED_CACHE): ntk.api.tenants.
 """
 
 from __future__ import annotations
@@ -50,10 +54,17 @@ class ArrayRef(BaseModel):
     field: Literal["x", "y"] = "x"
 
 
-class KernelJob(BaseModel):
-    """K(x1, x2) and/or Θ(x1, x2) (x2 None: x1 against itself)."""
+class Owned(BaseModel):
+    """What every kind of job holds besides its computation: who it belongs to."""
 
     model_config = ConfigDict(frozen=True)
+
+    tenant: str
+    cache_scope: str
+
+
+class KernelJob(Owned):
+    """K(x1, x2) and/or Θ(x1, x2) (x2 None: x1 against itself)."""
 
     kind: Literal["kernels"] = "kernels"
     architecture: dict  # canonical (ntk.spec), checked against the points by the API
@@ -66,10 +77,8 @@ class KernelJob(BaseModel):
     seed: int | None = None  # Monte Carlo only
 
 
-class PredictJob(BaseModel):
+class PredictJob(Owned):
     """The infinite ensemble's mean (and covariance) on x_test after training on (x_train, y_train)."""
-
-    model_config = ConfigDict(frozen=True)
 
     kind: Literal["predict"] = "predict"
     architecture: dict
@@ -86,13 +95,11 @@ class PredictJob(BaseModel):
     compute_cov: bool = True
 
 
-class SweepJob(BaseModel):
+class SweepJob(Owned):
     """One row of numbers per architecture of a sweep (ntk.spec.sweep_grid, ntk.engine.sweep),
     computed by one task. The grid is a list of (key, values) pairs, and the architectures' labels a
     list beside them, because their order is the rows' order and a request's key (``request_key``)
     hashes mappings with their keys sorted."""
-
-    model_config = ConfigDict(frozen=True)
 
     kind: Literal["sweep"] = "sweep"
     base: dict | None = None
@@ -125,8 +132,8 @@ def digest_of(document: Any) -> str:
 
 
 def request_key(job: AnyJob) -> str:
-    """Identical requests (same numbers asked of the same data) have the same key, however their
-    arrays travelled (inline or as a dataset)."""
+    """Identical requests (same numbers asked of the same data by the same tenant) have the same
+    key, however their arrays travelled (inline or as a dataset); the tenant is part of the job."""
     def strip(value):
         if isinstance(value, dict) and "digest" in value:
             return value["digest"]

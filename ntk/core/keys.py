@@ -6,6 +6,38 @@ and are never evicted; tiles, factorizations and finished jobs' results have one
 recomputed (or re-requested) when evicted, as are the rate limiter's counters (``ntk:ratelimit:``,
 ntk.api.middleware.RateLimit), which expire with their window.
 
+Every key, and how long it lives
+--------------------------------
+``<t>`` is a tenant: the SHA-256 (hex) of its API key, never the key (``default`` without keys;
+ntk.api.tenants). ``<request>`` is a request's key (ntk.core.job.request_key), which hashes the
+tenant with the request, so single flight and the answer cache never cross tenants.
+
+    ntk:dataset:<t>:<id>             hash: meta, bytes, x, y           until DELETE
+    ntk:tenants:bytes                hash: <t> -> bytes of its datasets until its last dataset goes
+    ntk:jobs:active                  zset: job -> last progress         (members leave as jobs end)
+    ntk:jobs:active:<t>              set: <t>'s queued/running jobs     (members leave as jobs end)
+    ntk:job:<job>                    hash: the job                      none while active; NTK_JOB_TTL_S once ended
+    ntk:job:<job>:inputs             hash: inline arrays                as the job
+    ntk:job:<job>:done               set: its tiles found or computed   as the job
+    ntk:job:<job>:pending            list: a batch job's unqueued tiles as the job
+    ntk:job:<job>:result             the answer (or its manifest)       NTK_JOB_TTL_S, evictable
+    ntk:inflight:<request>           the active job of a request        until that job ends
+    ntk:answer:<request>             the last job that answered it      NTK_JOB_TTL_S
+    ntk:tile:<block>:<i0>-<i1>:<j0>-<j1>  both kernels of one tile      NTK_CACHE_TTL_S, evictable
+    ntk:factorization:<key>          a train kernel's factorization     NTK_CACHE_TTL_S, evictable
+    ntk:max-lr:<block>               a train NTK's max learning rate    NTK_CACHE_TTL_S, evictable
+    ntk:chunk:<digest>               a chunk of a large value           its value's TTL, evictable
+    ntk:workers                      zset: worker -> last beat          pruned by /readyz after an hour
+    ntk:calibrations                 hash: worker -> its calibration    forever (one field a worker)
+    ntk:stats                        hash: the workers' counters        forever (a few fields)
+    ntk:deliveries:<message>         a task's deliveries                one day
+    ntk:watchdog:<job>               a re-plan's lock                   NTK_JOB_STALL_S
+    ntk:ratelimit:...                the rate limiter's windows         their window; one per tenant, or per
+                                                                        address for calls without a valid key
+
+A block's id (so a tile's, a factorization's and a max-lr's key) hashes the tenant too, unless
+``NTK_SHARED_CACHE`` is set (ntk.worker.plan.block): computed values are per tenant by default.
+
 Values in chunks
 ----------------
 A tile, a factorization or a job's result (an npz, ntk.core.codec) may be larger than Redis takes
@@ -33,11 +65,18 @@ ACTIVE_JOBS = f"{PREFIX}:jobs:active"      # zset job id -> time of its last pro
 WORKERS = f"{PREFIX}:workers"              # zset worker id -> time of its last beat
 STATS = f"{PREFIX}:stats"                  # hash of counters the workers produce, exposed by /metrics
 CALIBRATIONS = f"{PREFIX}:calibrations"    # hash worker id -> JSON {device, seconds_per_unit, memory_bytes}
+STORED_BYTES = f"{PREFIX}:tenants:bytes"   # hash tenant -> bytes of its datasets (NTK_TENANT_MAX_BYTES)
 
 
-def dataset(dataset_id: str) -> str:
-    """hash: meta (JSON), x and y (npy bytes)."""
-    return f"{PREFIX}:dataset:{dataset_id}"
+def dataset(tenant: str, dataset_id: str) -> str:
+    """hash: meta (JSON), bytes (counted against the tenant's quota), x and y (npy bytes)."""
+    return f"{PREFIX}:dataset:{tenant}:{dataset_id}"
+
+
+def tenant_active_jobs(tenant: str) -> str:
+    """set of the tenant's job ids that were queued or running when last looked at
+    (NTK_TENANT_MAX_ACTIVE_JOBS); ended jobs leave it as they end, and stragglers when it is counted."""
+    return f"{ACTIVE_JOBS}:{tenant}"
 
 
 def job(job_id: str) -> str:

@@ -51,11 +51,26 @@ class Settings(BaseSettings):
     cache_bytes: int = Field(2 << 20, ge=1, description="on a CPU, one kernel tensor of a block, sized for the L2 "
                              "cache")
     cache_ttl_s: int = Field(7 * 86400, ge=1, description="lifetime of cached tiles and factorizations")
-    api_keys: str = Field("", description="comma-separated bearer keys; empty: no auth")
+    api_keys: str = Field("", description="comma-separated bearer keys, each a tenant: its datasets, jobs and "
+                          "results are visible only to it (others get 404) and it has quotas of its own "
+                          "(NTK_TENANT_*); empty: no auth, one tenant")
+    admin_keys: str = Field("", description="comma-separated bearer keys of administrators: they authenticate "
+                            "like NTK_API_KEYS (each is a tenant for what it uploads and submits) and may read, "
+                            "cancel and delete every tenant's jobs and datasets")
+    shared_cache: bool = Field(False, description="share computed tiles and factorizations between tenants, "
+                               "for single-team deployments: a tenant's request then reuses what another's "
+                               "computed, and may learn so from `cached` or the answer's speed. Jobs, results "
+                               "and datasets stay per tenant")
+    tenant_max_bytes: int = Field(1 << 30, ge=1, description="most bytes of datasets one tenant stores, counted "
+                                  "as the arrays' bytes after decompression (the `bytes` of a dataset); an "
+                                  "upload beyond is refused (507) until datasets are deleted")
+    tenant_max_active_jobs: int = Field(16, ge=1, description="most jobs one tenant has queued or running at "
+                                        "once; a request that would make another is refused (429) until one "
+                                        "ends (succeeds, fails or is cancelled)")
     metrics_key: str = Field("", description="bearer key /metrics asks for; empty: /metrics is open")
-    rate_limit: str = Field("600/minute", description="/v1 calls allowed per API key (per client address "
-                            "without NTK_API_KEYS), as `limits` writes it: '600/minute', '20 per 5 seconds'; "
-                            "empty: no limit")
+    rate_limit: str = Field("600/minute", description="/v1 calls allowed per tenant (API key), and per client "
+                            "address for calls without a valid key (all calls without NTK_API_KEYS), as `limits` "
+                            "writes it: '600/minute', '20 per 5 seconds'; empty: no limit")
 
     # The API's Redis client (ntk.api.deps.redis_client): a Redis that is down is noticed at connect;
     # a busy machine only makes replies slow, and slow is not down.
@@ -190,6 +205,10 @@ class Settings(BaseSettings):
     @property
     def keys(self) -> list[str]:
         return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+    @property
+    def admins(self) -> list[str]:
+        return [k.strip() for k in self.admin_keys.split(",") if k.strip()]
 
     @property
     def embedded_valkey_maxmemory(self) -> str:

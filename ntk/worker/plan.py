@@ -1,8 +1,10 @@
 """What a job computes: its Gram-matrix blocks, their identities, and the tiles that cover them.
 
-A block's identity hashes the canonical architecture, the digests of its two inputs, the dtype and
-(Monte Carlo) the sampling, and NOT which kernels were asked for: tiles always hold both NNGP and
-NTK, so a tile computed for one request serves every later one on the same data.
+A block's identity hashes the canonical architecture, the digests of its two inputs, the dtype,
+(Monte Carlo) the sampling and the job's cache scope (its tenant, or "shared" with
+NTK_SHARED_CACHE: ntk.api.tenants), and NOT which kernels were asked for: tiles always hold both
+NNGP and NTK, so a tile computed for one request serves every later one on the same data in the
+same scope (one tenant's, or everyone's when shared).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def block(request: KernelJob | PredictJob, name: str, x1: ArrayRef, x2: ArrayRef
     sampling = {"samples": request.samples, "seed": request.seed} if method == "monte_carlo" else {}
     identity = digest_of({
         "architecture": request.architecture, "dtype": request.dtype, "method": method, **sampling,
-        "x1": x1.digest, "x2": None if x2 is None else x2.digest,
+        "x1": x1.digest, "x2": None if x2 is None else x2.digest, "cache_scope": request.cache_scope,
     })
     return Block(name, identity, x1, x2, method, **sampling)
 

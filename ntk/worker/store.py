@@ -277,7 +277,8 @@ class Store:
         self._inputs: OrderedDict[str, np.ndarray] = OrderedDict()
 
     # -- inputs: content-addressed, so a digest names one array forever and caching it is safe
-    def array(self, job_id: str, ref: ArrayRef) -> np.ndarray:
+    def array(self, job_id: str, ref: ArrayRef, tenant: str) -> np.ndarray:
+        """An input array: from the job's inline inputs, or from ``tenant``'s dataset."""
         digest = ref.digest
         if digest in self._inputs:
             self._inputs.move_to_end(digest)
@@ -285,7 +286,7 @@ class Store:
         if ref.dataset is None:
             data = self.redis.hget(keys.job_inputs(job_id), digest)
         else:
-            data = self.redis.hget(keys.dataset(ref.dataset), ref.field)
+            data = self.redis.hget(keys.dataset(tenant, ref.dataset), ref.field)
         if data is None:
             where = f"dataset {ref.dataset}" if ref.dataset else "the job's inputs"
             raise MissingInput(f"{where} vanished while the job ran (deleted, or the job expired)")

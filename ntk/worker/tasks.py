@@ -114,8 +114,8 @@ class Tasks:
         key = keys.tile(block.id, tile)
         values = self.store.get(key)
         if values is None:
-            x1 = self.store.array(job["id"], block.x1)
-            x2 = None if block.x2 is None else self.store.array(job["id"], block.x2)
+            x1 = self.store.array(job["id"], block.x1, request.tenant)
+            x2 = None if block.x2 is None else self.store.array(job["id"], block.x2, request.tenant)
             with self.watch.tile(job) as running:
                 try:
                     values = compute.tile_values(request, block, tile, x1, x2, self.device, self.budget,
@@ -178,7 +178,7 @@ class Tasks:
         same limit, from the same arguments."""
         points = expand(**request.expand_arguments(), max_architectures=self.settings.max_sweep_architectures)
         def read(ref):
-            return None if ref is None else self.store.array(job["id"], ref)
+            return None if ref is None else self.store.array(job["id"], ref, request.tenant)
 
         self.store.set_total(job["id"], len(points), [])
         self.jobs.touch(job["id"])
@@ -322,7 +322,7 @@ class Tasks:
             with phases("store factorization"):
                 self.store.put(fact_key, **factorization_arrays(fact))
                 self.store.redis.set(lr_key, repr(lr_per_target), ex=self.settings.cache_ttl_s)
-        y, labels = compute.targets(request, self.store.array(job["id"], request.y_train))
+        y, labels = compute.targets(request, self.store.array(job["id"], request.y_train, request.tenant))
         kernels = required_kernels(request.kernel, request.compute_cov)
         with phases("read test kernels"):
             test_train = self.assembled(job, request, need["test_train"], keep=kernels["test_train"].__contains__,

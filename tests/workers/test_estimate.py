@@ -16,8 +16,8 @@ SETTINGS = Settings(redis_url="redis://unused")
 
 
 def kernels(architecture, shape, **fields) -> KernelJob:
-    return KernelJob(architecture=architecture, dtype="float64", x1=ArrayRef(digest="a", shape=list(shape)),
-                     get=["ntk"], **fields)
+    return KernelJob(tenant="default", cache_scope="default", architecture=architecture, dtype="float64",
+                     x1=ArrayRef(digest="a", shape=list(shape)), get=["ntk"], **fields)
 
 
 def test_the_fastest_live_worker_prices_jobs_and_the_smallest_memory_bounds_tiles():
@@ -65,7 +65,8 @@ def test_costs_follow_the_workers_computation():
         cost.kernel_cost(arch, (2,), 100, None, tile=2048).units)
     same = kernels(DENSE, (100, 2), x2=ArrayRef(digest="a", shape=[100, 2]))
     assert job_cost(same, 2048, False).units == job_cost(kernels(DENSE, (100, 2)), 2048, False).units
-    predict = PredictJob(architecture=DENSE, dtype="float64", x_train=ArrayRef(digest="a", shape=[100, 2]),
+    predict = PredictJob(tenant="default", cache_scope="default", architecture=DENSE, dtype="float64",
+                         x_train=ArrayRef(digest="a", shape=[100, 2]),
                          y_train=ArrayRef(digest="y", shape=[100, 3]), x_test=ArrayRef(digest="b", shape=[10, 2]))
     assert job_cost(predict, 2048, False).parts["solve"] == pytest.approx(
         cost.prediction_cost(100, 10, 3, True, "cholesky").units)

@@ -15,8 +15,9 @@ from ntk.core.jobstate import END, SUBMIT, end_call, submit_call
 
 REQUEST_KEY = "a" * 64
 INLINE = {"d" * 64: b"npy bytes of x1"}
-JOB = KernelJob(architecture={"layers": [{"type": "Relu"}]}, dtype="float64", x1=ArrayRef(digest="d" * 64, shape=[1, 1]),
-                get=["ntk"])
+TENANT = "t" * 64
+JOB = KernelJob(tenant=TENANT, cache_scope=TENANT, architecture={"layers": [{"type": "Relu"}]}, dtype="float64",
+                x1=ArrayRef(digest="d" * 64, shape=[1, 1]), get=["ntk"])
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def scripts(r):
     submit, end = r.register_script(SUBMIT), r.register_script(END)
 
     def submit_new(job_id: str | None = None) -> tuple[str, str]:
-        script_keys, args = submit_call(job_id or uuid.uuid4().hex, JOB, REQUEST_KEY, "request-1", INLINE)
+        script_keys, args = submit_call(job_id or uuid.uuid4().hex, JOB, REQUEST_KEY, "request-1", INLINE, 16)
         owner, how = submit(keys=script_keys, args=args)
         return owner.decode(), how.decode()
 
@@ -77,3 +78,32 @@ def test_a_request_whose_job_left_no_answer_makes_a_new_one(r, scripts, ending):
     second, how = submit()
     assert how == "created" and second != first
     assert sorted(jobs(r)) == sorted([first, second])
+
+
+def test_a_tenant_at_its_most_active_jobs_is_refused_until_one_ends(r):
+    """NTK_TENANT_MAX_ACTIVE_JOBS: the tenant's set of active jobs, counted by SUBMIT, left by END,
+    and pruned of jobs that ended without END (here: a job hash gone) before it is counted.
+    Request keys hash the tenant (ntk.core.job.request_key), so two tenants' keys differ."""
+    r.flushdb()
+    submit, end = r.register_script(SUBMIT), r.register_script(END)
+
+    def new(tenant: str, request_key: str) -> tuple:
+        job = JOB.model_copy(update={"tenant": tenant, "cache_scope": tenant})
+        script_keys, args = submit_call(uuid.uuid4().hex, job, request_key, "request-1", {}, 2)
+        owner, how = submit(keys=script_keys, args=args)
+        return owner if isinstance(owner, int) else owner.decode(), how.decode()
+
+    def active() -> set[str]:
+        return {member.decode() for member in r.smembers(keys.tenant_active_jobs(TENANT))}
+
+    first, second = (new(TENANT, key)[0] for key in ("1" * 64, "2" * 64))
+    assert new(TENANT, "3" * 64) == (2, "refused") and not r.exists(keys.inflight("3" * 64))
+    assert new(TENANT, "1" * 64) == (first, "joined")  # joining makes no job: never refused
+    assert new("u" * 64, "5" * 64)[1] == "created"  # another tenant has a count of its own
+    script_keys, args = end_call(first, "1" * 64, "cancelled", 3600)
+    assert end(keys=script_keys, args=args) == 1 and active() == {second}
+    third, how = new(TENANT, "3" * 64)
+    assert how == "created" and r.hget(keys.job(third), "tenant").decode() == TENANT
+    r.delete(keys.job(second))  # a job ended by no script: pruned when next counted
+    fourth, how = new(TENANT, "4" * 64)
+    assert how == "created" and active() == {third, fourth}

@@ -34,9 +34,9 @@ def submit_sweep(context, diag_reg: float) -> str:
         data = pack_array(a)
         digest = hashlib.sha256(data).hexdigest()
         inline[digest], refs[name] = data, ArrayRef(digest=digest, shape=list(a.shape))
-    request = SweepJob(base=BASE, grid=list(GRID.items()), dtype="float64", diag_reg=diag_reg, **refs)
+    request = SweepJob(tenant="default", cache_scope="default", base=BASE, grid=list(GRID.items()), dtype="float64", diag_reg=diag_reg, **refs)
     job_id = uuid.uuid4().hex
-    script_keys, args = submit_call(job_id, request, request_key(request), "test", inline)
+    script_keys, args = submit_call(job_id, request, request_key(request), "test", inline, 16)
     context.store.redis.register_script(SUBMIT)(keys=script_keys, args=args)
     return job_id
 

@@ -52,10 +52,10 @@ def submit(context, architecture: dict, x: np.ndarray, **planned: str) -> str:
     ``planned`` fields of its estimate (ntk.core.estimate)."""
     data = pack_array(x)
     digest = hashlib.sha256(data).hexdigest()
-    request = KernelJob(architecture=architecture, dtype="float64", x1=ArrayRef(digest=digest, shape=list(x.shape)),
-                        get=["nngp", "ntk"])
+    request = KernelJob(tenant="default", cache_scope="default", architecture=architecture, dtype="float64",
+                        x1=ArrayRef(digest=digest, shape=list(x.shape)), get=["nngp", "ntk"])
     job_id = uuid.uuid4().hex
-    script_keys, args = submit_call(job_id, request, request_key(request), "test", {digest: data}, planned)
+    script_keys, args = submit_call(job_id, request, request_key(request), "test", {digest: data}, 16, planned)
     context.store.redis.register_script(SUBMIT)(keys=script_keys, args=args)
     return job_id
 
@@ -110,12 +110,13 @@ def test_a_block_is_named_by_what_it_computes_not_by_which_kernels_were_asked():
     def ref(digest: str, n: int) -> ArrayRef:
         return ArrayRef(digest=digest, shape=[n, 2])
 
-    predict = PredictJob(architecture=DENSE, dtype="float64", x_train=ref("a", 4), y_train=ref("y", 4),
-                         x_test=ref("b", 3))
+    predict = PredictJob(tenant="default", cache_scope="default", architecture=DENSE, dtype="float64", x_train=ref("a", 4),
+                         y_train=ref("y", 4), x_test=ref("b", 3))
     need = blocks(predict)
     assert list(need) == ["train_train", "test_train", "test_test"]
     assert need["test_train"].shape == (3, 4) and need["train_train"].x2 is None
-    kernels = KernelJob(architecture=DENSE, dtype="float64", x1=ref("a", 4), x2=ref("a", 4), get=["ntk"])
+    kernels = KernelJob(tenant="default", cache_scope="default", architecture=DENSE, dtype="float64", x1=ref("a", 4), x2=ref("a", 4),
+                        get=["ntk"])
     assert blocks(kernels)["kernel"].id == blocks(kernels.model_copy(update={"get": ["nngp"]}))["kernel"].id
     assert blocks(kernels)["kernel"].id == need["train_train"].id  # x2 = x1 is K(x1, x1): the same tiles
 

@@ -1,6 +1,8 @@
 """/v1/datasets: arrays uploaded once (JSON, npy or npz) and referenced by their content hash.
 
-Stored without a TTL, so ``volatile-lru`` never evicts them; they live until deleted.
+Stored without a TTL, so ``volatile-lru`` never evicts them; they live until deleted. Each tenant
+has its own (ntk.api.tenants): the same content uploaded by two tenants is stored twice, counted
+against each one's NTK_TENANT_MAX_BYTES, and deleting one leaves the other.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from ntk.api.arrays import HEX_ID, check_points, check_targets, checked, content
 from ntk.api.inputs import off_loop
 from ntk.api.problems import Problem, invalid, malformed_json, problem_responses
 from ntk.api.schemas import Dataset
+from ntk.api.tenants import Tenant, over_storage_quota
 from ntk.core import keys
 from ntk.core.codec import pack_array
 
@@ -82,31 +85,55 @@ def public(meta: dict) -> dict:
 @router.post("", status_code=201, response_model=Dataset, openapi_extra={"requestBody": {"content": BODIES, "required": True}},
              responses={200: {"model": Dataset, "description": "the dataset existed"},
                         **problem_responses(400, 401, 413, 415, 422, 503)})
-async def upload(request: Request, settings: deps.SettingsDep, r: deps.RedisDep):
+async def upload(request: Request, settings: deps.SettingsDep, tenant: deps.TenantDep):
     content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
     body = await request.body()
     meta, stored = await off_loop(request, prepare, body, content_type, settings)
-    key = keys.dataset(meta["id"])
-    if await r.hexists(key, "meta"):
+    fields = [item for field_and_value in {**stored, "meta": json.dumps(meta)}.items() for item in field_and_value]
+    limit = settings.tenant_max_bytes
+    held, how = await request.app.state.store_dataset(keys=[keys.dataset(tenant.id, meta["id"]), keys.STORED_BYTES],
+                                                      args=[tenant.id, meta["bytes"], limit, *fields])
+    if how == b"refused":
+        raise over_storage_quota(held, meta["bytes"], limit)
+    if how == b"existed":
         return JSONResponse(public(meta), status_code=200)
-    await r.hset(key, mapping={**stored, "meta": json.dumps(meta)})
     return JSONResponse(public(meta), status_code=201, headers={"Location": f"/v1/datasets/{meta['id']}"})
 
 
-async def existing_meta(redis, dataset_id: str) -> dict:
-    meta = await redis.hget(keys.dataset(dataset_id), "meta") if HEX_ID.fullmatch(dataset_id) else None
-    if meta is None:
-        raise Problem(404, "Not found", f"no dataset {dataset_id}")
-    return json.loads(meta)
+def not_found(dataset_id: str) -> Problem:
+    return Problem(404, "Not found", f"no dataset {dataset_id}")
+
+
+async def holders(redis, tenant: Tenant, dataset_id: str) -> list[str]:
+    """The tenants holding a dataset ``dataset_id`` that ``tenant`` may see (itself, or for an admin
+    any tenant: those holding datasets are the fields of keys.STORED_BYTES); a 404 when none does."""
+    if not HEX_ID.fullmatch(dataset_id):
+        candidates = []
+    elif tenant.admin:
+        candidates = [owner.decode() for owner in await redis.hkeys(keys.STORED_BYTES)]
+    else:
+        candidates = [tenant.id]
+    pipe = redis.pipeline(transaction=False)
+    for owner in candidates:
+        pipe.exists(keys.dataset(owner, dataset_id))
+    found = [owner for owner, exists in zip(candidates, await pipe.execute()) if exists]
+    if not found:
+        raise not_found(dataset_id)
+    return found
 
 
 @router.get("/{dataset_id}", response_model=Dataset, responses=problem_responses(401, 404, 422, 503))
-async def get_dataset(dataset_id: str, r: deps.RedisDep):
-    return public(await existing_meta(r, dataset_id))
+async def get_dataset(dataset_id: str, r: deps.RedisDep, tenant: deps.TenantDep):
+    owner, *_ = await holders(r, tenant, dataset_id)
+    meta = await r.hget(keys.dataset(owner, dataset_id), "meta")
+    if meta is None:  # deleted since
+        raise not_found(dataset_id)
+    return public(json.loads(meta))
 
 
 @router.delete("/{dataset_id}", status_code=204, responses=problem_responses(401, 404, 422, 503))
-async def delete_dataset(dataset_id: str, r: deps.RedisDep):
-    await existing_meta(r, dataset_id)
-    await r.delete(keys.dataset(dataset_id))
+async def delete_dataset(dataset_id: str, request: Request, r: deps.RedisDep, tenant: deps.TenantDep):
+    # Deleting releases the dataset's bytes from its tenant's quota; an admin deletes every tenant's copy.
+    for owner in await holders(r, tenant, dataset_id):
+        await request.app.state.delete_dataset(keys=[keys.dataset(owner, dataset_id), keys.STORED_BYTES], args=[owner])
     return Response(status_code=204)

@@ -16,13 +16,15 @@ router = APIRouter(prefix="/v1", tags=["kernels"], dependencies=[Depends(deps.au
 
 
 WAIT = Query(30.0, ge=0, le=300, allow_inf_nan=False, description="seconds to wait for the answer before answering 202 with the job")
-# A job's own problem (422 for inputs the workers refuse, 503) is answered as the request's.
-PROBLEMS = problem_responses(400, 401, 409, 410, 413, 415, 422, 503, 504)
+# A job's own problem (422 for inputs the workers refuse, 503, 504) is answered as the request's; 429
+# when the tenant has its most active jobs (ntk.api.tenants).
+PROBLEMS = problem_responses(400, 401, 409, 410, 413, 415, 422, 429, 503, 504)
 ANSWERS = {200: {"model": KernelAnswer, "content": {jobs.NPZ: {}}}, 202: {"model": Accepted}, **PROBLEMS}
 
 
 @router.post("/kernels", responses=ANSWERS)
-async def kernels(body: KernelRequest, request: Request, settings: deps.SettingsDep, wait: float = WAIT):
+async def kernels(body: KernelRequest, request: Request, settings: deps.SettingsDep, tenant: deps.TenantDep,
+                  wait: float = WAIT):
     limits.check_depth(settings, body.architecture)  # before any input is read: the cheapest check
     inputs = Inputs(request)
     x1 = await inputs.points(body.x1, "x1")
@@ -32,7 +34,7 @@ async def kernels(body: KernelRequest, request: Request, settings: deps.Settings
     samples = (body.samples or DEFAULT_SAMPLES) if body.method == "monte_carlo" else None
     architecture = fits(body.architecture, x1["shape"][1:])
     limits.check_kernels(settings, body, x1, x2, samples)
-    job = KernelJob(architecture=architecture, dtype=body.dtype or settings.dtype, x1=x1, x2=x2,
+    job = KernelJob(**tenant.owner(settings), architecture=architecture, dtype=body.dtype or settings.dtype, x1=x1, x2=x2,
                     get=sorted(set(body.get)), method=body.method, samples=samples,
                     seed=(body.seed or 0) if body.method == "monte_carlo" else None)
     estimate = await jobs.admit(request, job, "x1" if x2 is None else "x2")

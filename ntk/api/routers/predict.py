@@ -17,7 +17,8 @@ ANSWERS = {200: {"model": PredictAnswer, "content": {jobs.NPZ: {}}}, 202: {"mode
 
 
 @router.post("/predict", responses=ANSWERS)
-async def predict(body: PredictRequest, request: Request, settings: deps.SettingsDep, wait: float = WAIT):
+async def predict(body: PredictRequest, request: Request, settings: deps.SettingsDep, tenant: deps.TenantDep,
+                  wait: float = WAIT):
     limits.check_depth(settings, body.architecture)  # before any input is read: the cheapest check
     inputs = Inputs(request)
     x_train = await inputs.points(body.x_train, "x_train")
@@ -25,7 +26,7 @@ async def predict(body: PredictRequest, request: Request, settings: deps.Setting
     x_test = await inputs.points(body.x_test, "x_test")
     same_features(x_test, x_train, "x_test", "x_train")
     limits.check_predict(settings, body, x_train, x_test)
-    job = PredictJob(architecture=fits(body.architecture, x_train["shape"][1:]), dtype=body.dtype or settings.dtype,
+    job = PredictJob(**tenant.owner(settings), architecture=fits(body.architecture, x_train["shape"][1:]), dtype=body.dtype or settings.dtype,
                      x_train=x_train, y_train=y_train, x_test=x_test, kernel=body.kernel, targets=body.targets,
                      t=body.t, learning_rate=body.learning_rate, diag_reg=body.diag_reg,
                      diag_reg_absolute_scale=body.diag_reg_absolute_scale, compute_cov=body.compute_cov)

@@ -31,7 +31,8 @@ ANSWERS = {200: {"model": SweepAnswer, "content": {jobs.CSV: {}}}, 202: {"model"
 
 
 @router.post("/sweeps", responses=ANSWERS)
-async def sweeps(body: SweepRequest, request: Request, settings: deps.SettingsDep, wait: float = WAIT):
+async def sweeps(body: SweepRequest, request: Request, settings: deps.SettingsDep, tenant: deps.TenantDep,
+                 wait: float = WAIT):
     points = await off_loop(request, expanded, settings, body)  # before any input is read: no data needed
     inputs = Inputs(request)
     x_train = await inputs.points(body.x_train, "x_train")
@@ -49,7 +50,7 @@ async def sweeps(body: SweepRequest, request: Request, settings: deps.SettingsDe
     await off_loop(request, check_points_fit, points, body, x_train["shape"][1:])
     labels = list(body.architectures) if isinstance(body.architectures, dict) else None
     architectures = body.architectures if labels is None else list(body.architectures.values())
-    job = SweepJob(base=body.base, grid=None if body.grid is None else list(body.grid.items()),
+    job = SweepJob(**tenant.owner(settings), base=body.base, grid=None if body.grid is None else list(body.grid.items()),
                    architectures=architectures, labels=labels, dtype=body.dtype or settings.dtype,
                    x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, diag_reg=body.diag_reg)
     estimate = await jobs.admit(request, job, "x_train")
