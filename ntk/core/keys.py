@@ -20,6 +20,10 @@ tenant with the request, so single flight and the answer cache never cross tenan
     ntk:job:<job>:inputs             hash: inline arrays                as the job
     ntk:job:<job>:done               set: its tiles found or computed   as the job
     ntk:job:<job>:pending            list: a batch job's unqueued tiles as the job
+    ntk:turns:<t>                    list: <t>'s batch jobs with tiles   none; jobs leave when next met with
+                                     pending, next turn first           nothing pending or ended; gone empty
+    ntk:turns:<t>:in-flight          set: <t>'s batch tiles queued      none; tiles leave when done, or when
+                                                                        met with their job ended; gone empty
     ntk:job:<job>:result             the answer (or its manifest)       NTK_JOB_TTL_S, evictable
     ntk:inflight:<request>           the active job of a request        until that job ends
     ntk:answer:<request>             the last job that answered it      NTK_JOB_TTL_S
@@ -115,8 +119,18 @@ def deliveries(message_id: str) -> str:
 
 
 def job_pending(job_id: str) -> str:
-    """list of JSON [block name, tile] of a batch job's tiles not yet queued (ntk.worker.tasks: turns)."""
+    """list of JSON [job id, block name, tile] of a batch job's tiles not yet queued (ntk.worker.turns)."""
     return f"{PREFIX}:job:{job_id}:pending"
+
+
+def tenant_turns(tenant: str) -> str:
+    """list of the tenant's batch job ids with tiles pending, the next to queue one first (ntk.worker.turns)."""
+    return f"{PREFIX}:turns:{tenant}"
+
+
+def tenant_tiles_in_flight(tenant: str) -> str:
+    """set of the tenant's batch tiles queued or computing, as pending entries: at most NTK_TILES_IN_FLIGHT."""
+    return f"{PREFIX}:turns:{tenant}:in-flight"
 
 
 def watchdog_lock(job_id: str) -> str:

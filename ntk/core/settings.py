@@ -150,8 +150,9 @@ class Settings(BaseSettings):
                                  "interactive job waits for at most")
     interactive_s: float = Field(2.0, ge=0, description="jobs estimated under this many seconds go to the "
                                  "interactive lane, which workers serve ahead of the batch lane")
-    tiles_in_flight: int = Field(2, ge=1, description="tiles of one batch job queued at once; each tile done "
-                                 "queues the next behind the other jobs' tiles, so jobs take turns")
+    tiles_in_flight: int = Field(2, ge=1, description="batch tiles of one tenant queued at once, shared by "
+                                 "its jobs; each tile done queues the tenant's next (its jobs in turn) behind "
+                                 "the other tenants' tiles, so tenants take turns however many jobs each has")
 
     job_ttl_s: int = Field(86400, ge=1, description="how long finished jobs and their results are kept")
     heartbeat_timeout_s: float = Field(20.0, gt=0, description="a worker silent this long is dead: "

@@ -30,7 +30,8 @@ from ntk.core.problems import problem
 from ntk.core.settings import Settings
 from ntk.worker.allocator import keep_freed_memory
 from ntk.worker.context import build_context
-from ntk.worker.tasks import Tasks, declare_actors
+from ntk.worker.tasks import Tasks, declare_actors, tenant_of
+from ntk.worker.turns import waits_its_turn
 
 log = logging.getLogger("ntk.worker")
 
@@ -84,8 +85,9 @@ def beat(client: redis.Redis, worker_id: str, every_s: float, stop: threading.Ev
 def watchdog(client: redis.Redis, broker, jobs, stall_s: float, stop: threading.Event) -> None:
     """Re-plan jobs that made no progress for ``stall_s`` and have no task left in the broker (a
     task lost with a Redis that restarted without its AOF, an enqueue that died with its process);
-    fail them after a few tries. A job whose tasks are queued behind others' (``waiting``) is
-    never stalled, however long it waits its turn."""
+    fail them after a few tries. A job whose tasks are queued behind others' (``waiting``), or
+    whose tiles wait for its tenant's turn (ntk.worker.turns), is never stalled, however long it
+    waits."""
     while not stop.wait(min(stall_s / 4, 60)):
         try:
             for job_id in client.zrangebyscore(keys.ACTIVE_JOBS, 0, time.time() - stall_s):
@@ -96,7 +98,8 @@ def watchdog(client: redis.Redis, broker, jobs, stall_s: float, stop: threading.
                 if not job:
                     client.zrem(keys.ACTIVE_JOBS, job_id)
                     continue
-                if waiting(broker.client, job_id):  # its tasks wait their turn, or run: not stalled
+                if waiting(broker.client, job_id) or waits_its_turn(client, broker.client, job_id, tenant_of(job)):
+                    # its tasks wait their turn, or run, or its tenant's do: not stalled
                     jobs.touch(job_id)
                     continue
                 replans = client.hincrby(keys.job(job_id), "replans", 1)

@@ -3,9 +3,10 @@
     plan_job ──► compute_tile × (missing tiles) ──► finish_job
                  (the task completing the set enqueues the join)
 
-Each job runs in its lane (ntk.core.broker: interactive ahead of batch). A batch job has at most
-NTK_TILES_IN_FLIGHT tiles queued at a time, each tile done queueing the next behind the other
-jobs' (``queue_tiles``), so that batch jobs take turns.
+Each job runs in its lane (ntk.core.broker: interactive ahead of batch). A tenant's batch jobs
+have at most NTK_TILES_IN_FLIGHT tiles queued at a time between them, each tile done queueing the
+tenant's next behind everyone else's (``queue_tiles``, ntk.worker.turns), so that tenants take
+turns, and a tenant's jobs take turns within its share.
 
 A sweep (many architectures on one dataset, ntk.engine.sweep) is computed whole by its plan task:
 its architectures share layers, and the sharing lives in one process. Its progress counts
@@ -36,9 +37,10 @@ from contextlib import contextmanager
 import dramatiq
 import redis
 import torch
+from dramatiq.middleware import Middleware
 
 from ntk.core import keys, table
-from ntk.core.broker import FINISH, LANES, PLAN, PRIORITIES, TILE, actor_name, enqueue
+from ntk.core.broker import FINISH, LANES, PLAN, PRIORITIES, STEPS, TILE, actor_name, enqueue
 from ntk.core.job import JOBS, KernelJob, PredictJob, SweepJob
 from ntk.engine import KERNELS
 from ntk.engine.interrupt import Stopped
@@ -52,6 +54,7 @@ from ntk.worker.context import Context
 from ntk.worker.middleware import JOB_ERRORS, current_job
 from ntk.worker.plan import Block, blocks
 from ntk.worker.store import factorization_arrays, factorization_from_arrays, factorization_key
+from ntk.worker.turns import TenantTurns
 
 log = logging.getLogger("ntk.worker")
 
@@ -61,6 +64,11 @@ REQUEUE_ROUNDS = 2
 # A sweep asks Redis whether its job still runs at most this often (the engine asks before every
 # layer of every block, thousands of times a second on small inputs).
 STOP_CHECK_S = 0.05
+
+
+def tenant_of(job: dict) -> str:
+    """The tenant whose request the job computes (ntk.api.tenants)."""
+    return json.loads(job["request"])["tenant"]
 
 
 class Phases:
@@ -89,6 +97,7 @@ class Tasks:
         self.settings, self.broker, self.store = context.settings, context.broker, context.store
         self.jobs, self.device, self.budget = context.jobs, context.device, context.budget
         self.watch = context.watch
+        self.turns = TenantTurns(self.store.redis, self.settings.tiles_in_flight)
 
     def running(self, job_id: str) -> bool:
         """Whether the job's tasks should still run (not cancelled, failed or done)."""
@@ -150,27 +159,27 @@ class Tasks:
             self.store.enqueue_finish(job_id, job.get("lane", "batch"))
 
     def queue_tiles(self, job: dict, tiles: list[tuple[str, list[int]]]) -> None:
-        """Queue the job's ``tiles``: all of them in the interactive lane; in the batch lane
-        NTK_TILES_IN_FLIGHT at first, the rest kept in the job's pending list, from which each tile
-        done queues the next (``next_tile``). Redis' queue being first in, first out, the next
-        tile goes behind every other job's queued tiles: jobs take turns a tile at a time, and
-        one job's 10,000 tiles do not hold up another's 10. Re-planning replaces the list."""
-        lane = job.get("lane", "batch")
-        now = tiles if lane == "interactive" else tiles[:self.settings.tiles_in_flight]
-        pipe = self.store.redis.pipeline()
-        pipe.delete(keys.job_pending(job["id"]))
-        if len(tiles) > len(now):
-            pipe.rpush(keys.job_pending(job["id"]), *[json.dumps(t) for t in tiles[len(now):]])
-        pipe.execute()
-        for block_name, tile in now:
-            enqueue(self.broker, TILE, job["id"], block_name, tile, lane=lane)
+        """Queue the job's ``tiles``: all of them in the interactive lane; in the batch lane they
+        wait in the job's pending list, the job in its tenant's rotation, and go to the queue as
+        the tenant's turns come (ntk.worker.turns): at most NTK_TILES_IN_FLIGHT of the tenant's
+        at once, each tile done queueing the tenant's next (``tile_passed``). Redis' queue being
+        first in, first out, that tile goes behind every other tenant's queued tiles: tenants take
+        turns a tile at a time, however many jobs each has, and one job's 10,000 tiles do not hold
+        up another's 10. Re-planning replaces the pending list."""
+        if job.get("lane", "batch") == "interactive":
+            for block_name, tile in tiles:
+                enqueue(self.broker, TILE, job["id"], block_name, tile, lane="interactive")
+        else:
+            self.queue_batch(self.turns.join(tenant_of(job), job["id"], tiles))
 
-    def next_tile(self, job: dict) -> None:
-        """Queue the job's next pending tile, if any (``queue_tiles``)."""
-        pending = self.store.redis.lpop(keys.job_pending(job["id"]))
-        if pending is not None:
-            block_name, tile = json.loads(pending)
-            enqueue(self.broker, TILE, job["id"], block_name, tile, lane=job.get("lane", "batch"))
+    def tile_passed(self, job: dict, block_name: str, tile: list[int]) -> None:
+        """A batch tile is done, or will never be (its job ended): its turn passes to the tenant's next job."""
+        if job.get("lane", "batch") == "batch":
+            self.queue_batch(self.turns.passed(tenant_of(job), job["id"], block_name, tile))
+
+    def queue_batch(self, taken: list[tuple[str, str, list[int]]]) -> None:
+        for job_id, block_name, tile in taken:
+            enqueue(self.broker, TILE, job_id, block_name, tile, lane="batch")
 
     def run_sweep(self, job: dict, request: SweepJob) -> None:
         """Every architecture's row, in one task (ntk.engine.sweep); progress: architectures done.
@@ -224,7 +233,7 @@ class Tasks:
         request = JOBS.validate_json(job["request"])
         block = blocks(request)[block_name]
         self.ensure_tile(job, request, block, tuple(tile))
-        self.next_tile(job)
+        self.tile_passed(job, block_name, tile)
         self.store.tile_done(job_id, keys.tile(block.id, tuple(tile)), job.get("lane", "batch"))
         self.jobs.touch(job_id)
 
@@ -384,3 +393,27 @@ def declare_actors(tasks: Tasks) -> None:
         for name, step in ((PLAN, tasks.plan_job), (TILE, tasks.compute_tile), (FINISH, tasks.finish_job)):
             dramatiq.actor(step, broker=tasks.broker, actor_name=actor_name(name, lane), queue_name=queue,
                            priority=PRIORITIES[lane, name], throws=JOB_ERRORS)
+    tasks.broker.add_middleware(PassTurnOfLostTiles(tasks))
+
+
+class PassTurnOfLostTiles(Middleware):
+    """A tile task skipped (its job ended: cancelled, failed, done) or failed for good never
+    reaches ``tile_passed``; its turn passes here, or its tenant's other jobs would wait for the
+    watchdog. Its "after" hooks run first (added last), before the job is failed."""
+
+    def __init__(self, tasks: Tasks):
+        self.tasks = tasks
+
+    def after_skip_message(self, broker, message):
+        if STEPS.get(message.actor_name) == "tile":
+            self.pass_turn(message)
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        if exception is not None and message.failed and STEPS.get(message.actor_name) == "tile":
+            self.pass_turn(message)
+
+    def pass_turn(self, message) -> None:
+        job_id, block_name, tile = message.args
+        job = self.tasks.jobs.get(job_id)
+        if job:
+            self.tasks.tile_passed(job, block_name, tile)

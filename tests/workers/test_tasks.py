@@ -47,12 +47,12 @@ def stub_context(redis_url, **settings):
     broker.close()
 
 
-def submit(context, architecture: dict, x: np.ndarray, **planned: str) -> str:
-    """A kernels job on inline points, created as the API creates it (jobstate.SUBMIT), with the
-    ``planned`` fields of its estimate (ntk.core.estimate)."""
+def submit(context, architecture: dict, x: np.ndarray, tenant: str = "default", **planned: str) -> str:
+    """A kernels job of the ``tenant`` on inline points, created as the API creates it
+    (jobstate.SUBMIT), with the ``planned`` fields of its estimate (ntk.core.estimate)."""
     data = pack_array(x)
     digest = hashlib.sha256(data).hexdigest()
-    request = KernelJob(tenant="default", cache_scope="default", architecture=architecture, dtype="float64",
+    request = KernelJob(tenant=tenant, cache_scope=tenant, architecture=architecture, dtype="float64",
                         x1=ArrayRef(digest=digest, shape=list(x.shape)), get=["nngp", "ntk"])
     job_id = uuid.uuid4().hex
     script_keys, args = submit_call(job_id, request, request_key(request), "test", {digest: data}, 16, planned)
@@ -131,8 +131,8 @@ def test_a_job_past_its_deadline_stops_and_fails_with_504(context):
 
 
 def test_batch_jobs_take_turns_a_tile_at_a_time(redis_url):
-    """One job's many tiles do not hold up another's few: with one tile of each in flight, the
-    worker (one thread: the queue's order) alternates between them."""
+    """One job's many tiles do not hold up another's few: with one tile of their tenant in flight,
+    the worker (one thread: the queue's order) alternates between them."""
     for context in stub_context(redis_url, tiles_in_flight=1):
         order = []
         ensure_tile = context_tasks(context).ensure_tile
@@ -147,6 +147,68 @@ def test_batch_jobs_take_turns_a_tile_at_a_time(redis_url):
         assert run(context, big, small, threads=1)["status"] == "succeeded"
         assert context.jobs.get(big)["status"] == "succeeded"
         assert order[:6] == [big, small] * 3 and order[6:] == [big] * 3
+
+
+def recorded_order(context, on_tile=lambda job_id, order: None) -> list[str]:
+    """The ids of the jobs whose tiles the context's worker computes, in order; ``on_tile`` is
+    called after each tile."""
+    order = []
+    ensure_tile = context_tasks(context).ensure_tile
+
+    def recording(job, *args):
+        values = ensure_tile(job, *args)
+        order.append(job["id"])
+        on_tile(job["id"], order)
+        return values
+
+    context_tasks(context).ensure_tile = recording
+    return order
+
+
+def cancel(context, job_id: str) -> None:
+    job = context.jobs.get(job_id)
+    script_keys, args = end_call(job_id, job["request_key"], "cancelled", 60)
+    context.store.redis.register_script(END)(keys=script_keys, args=args)
+
+
+def test_tenants_take_turns_however_many_jobs_each_has(redis_url):
+    """A tenant with three jobs and one with one share the worker tile for tile (one tile of each
+    tenant in flight), not three to one; the three jobs take turns within their tenant's share."""
+    a, b = f"a-{uuid.uuid4().hex}", f"b-{uuid.uuid4().hex}"
+    for context in stub_context(redis_url, tiles_in_flight=1):
+        order = recorded_order(context)
+        a_jobs = [submit(context, DENSE, np.arange(15.0).reshape(5, 3) + i, tenant=a) for i in range(3)]  # 6 tiles each
+        b_job = submit(context, DENSE, np.arange(9.0).reshape(3, 3), tenant=b)                           # 3 tiles
+        assert run(context, *a_jobs, b_job, threads=1)["status"] == "succeeded"
+        assert all(context.jobs.get(j)["status"] == "succeeded" for j in a_jobs)
+        tenants = ["b" if j == b_job else "a" for j in order]
+        assert tenants == ["a", "b"] * 3 + ["a"] * 15
+        a_order = [j for j in order if j != b_job]
+        assert all(set(a_order[i:i + 3]) == set(a_jobs) for i in range(0, 18, 3))  # a round each, in turn
+        assert not context.store.redis.exists(keys.tenant_turns(a), keys.tenant_tiles_in_flight(a),
+                                              keys.tenant_turns(b), keys.tenant_tiles_in_flight(b))
+
+
+def test_a_cancelled_job_leaves_its_tenants_turns_to_its_other_jobs(redis_url):
+    """A's first job is cancelled while its tile waits in the queue: the skipped tile's turn passes
+    to A's other job, the cancelled job leaves the rotation, and B keeps its turns."""
+    a, b = f"a-{uuid.uuid4().hex}", f"b-{uuid.uuid4().hex}"
+    for context in stub_context(redis_url, tiles_in_flight=1):
+        x = np.arange(15.0).reshape(5, 3)
+        cancelled, kept = submit(context, DENSE, x, tenant=a), submit(context, DENSE, x + 1, tenant=a)
+        b_job = submit(context, DENSE, np.arange(9.0).reshape(3, 3), tenant=b)
+
+        def cancel_during_bs_second_tile(job_id, order):
+            if order.count(b_job) == 2:  # the queue holds the cancelled job's second tile
+                cancel(context, cancelled)
+
+        order = recorded_order(context, cancel_during_bs_second_tile)
+        assert run(context, cancelled, kept, b_job, threads=1)["status"] == "succeeded"
+        assert context.jobs.get(kept)["status"] == "succeeded"
+        assert context.jobs.get(cancelled)["status"] == "cancelled"
+        # the skipped tile's turn goes to the back of the queue, behind B's third tile
+        assert order == [cancelled, b_job, kept, b_job, b_job] + [kept] * 5
+        assert not context.store.redis.exists(keys.tenant_turns(a), keys.tenant_tiles_in_flight(a))
 
 
 def context_tasks(context) -> Tasks:
