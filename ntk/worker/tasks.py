@@ -393,13 +393,14 @@ def declare_actors(tasks: Tasks) -> None:
         for name, step in ((PLAN, tasks.plan_job), (TILE, tasks.compute_tile), (FINISH, tasks.finish_job)):
             dramatiq.actor(step, broker=tasks.broker, actor_name=actor_name(name, lane), queue_name=queue,
                            priority=PRIORITIES[lane, name], throws=JOB_ERRORS)
-    tasks.broker.add_middleware(PassTurnOfLostTiles(tasks))
+    tasks.broker.add_middleware(PassTurnOfLostTiles(tasks), before=type(tasks.broker.middleware[0]))
 
 
 class PassTurnOfLostTiles(Middleware):
     """A tile task skipped (its job ended: cancelled, failed, done) or failed for good never
     reaches ``tile_passed``; its turn passes here, or its tenant's other jobs would wait for the
-    watchdog. Its "after" hooks run first (added last), before the job is failed."""
+    watchdog. First of the middleware, its "after" hooks run last: once Retries has judged the
+    task failed for good, and the job's failure has taken its other tiles out of the turns."""
 
     def __init__(self, tasks: Tasks):
         self.tasks = tasks

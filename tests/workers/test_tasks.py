@@ -211,6 +211,18 @@ def test_a_cancelled_job_leaves_its_tenants_turns_to_its_other_jobs(redis_url):
         assert not context.store.redis.exists(keys.tenant_turns(a), keys.tenant_tiles_in_flight(a))
 
 
+def test_a_failed_job_leaves_its_tenants_turns_to_its_other_jobs(redis_url):
+    """A's first job fails at its first tile (past its deadline): the tile's turn passes to A's
+    other job, which would otherwise wait for the watchdog."""
+    a = f"a-{uuid.uuid4().hex}"
+    for context in stub_context(redis_url, tiles_in_flight=1):
+        x = np.arange(15.0).reshape(5, 3)
+        failed, kept = submit(context, DENSE, x, tenant=a, deadline_s="0"), submit(context, DENSE, x + 1, tenant=a)
+        assert run(context, failed, kept, threads=1)["status"] == "succeeded"
+        assert context.jobs.get(failed)["status"] == "failed"
+        assert not context.store.redis.exists(keys.tenant_turns(a), keys.tenant_tiles_in_flight(a))
+
+
 def context_tasks(context) -> Tasks:
     """The Tasks whose steps the context's broker runs (declare_actors bound them)."""
     return context.broker.get_actor(PLAN).fn.__self__
