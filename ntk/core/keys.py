@@ -20,10 +20,10 @@ tenant with the request, so single flight and the answer cache never cross tenan
     ntk:job:<job>:inputs             hash: inline arrays                as the job
     ntk:job:<job>:done               set: its tiles found or computed   as the job
     ntk:job:<job>:pending            list: a batch job's unqueued tiles as the job
-    ntk:turns:<t>                    list: <t>'s batch jobs with tiles   none; jobs leave when next met with
-                                     pending, next turn first           nothing pending or ended; gone empty
-    ntk:turns:<t>:in-flight          set: <t>'s batch tiles queued      none; tiles leave when done, or when
-                                                                        met with their job ended; gone empty
+    ntk:turns:<t>                    list: <t>'s batch jobs with        none; a job leaves when met with
+                                     tiles pending, next turn first     nothing pending or ended
+    ntk:turns:<t>:in-flight          set: <t>'s batch tiles queued      none; a tile leaves when done, or
+                                                                        when met with its job ended
     ntk:job:<job>:result             the answer (or its manifest)       NTK_JOB_TTL_S, evictable
     ntk:inflight:<request>           the active job of a request        until that job ends
     ntk:answer:<request>             the last job that answered it      NTK_JOB_TTL_S
