@@ -151,8 +151,8 @@ class Sin(Layer):
 
 class Elementwise(Layer):
     """A smooth activation without a closed-form kernel, integrated numerically: ``fn`` is tanh,
-    sigmoid, softplus, silu or elu; ``degree`` is the number of Gauss–Legendre nodes per axis, half on each side of 0.
-    neural-tangents: ``stax.ElementwiseNumerical`` (docs/accuracy.md says where the two differ)."""
+    sigmoid, softplus, silu or elu; ``degree`` is the number of Gauss–Legendre nodes per axis, half
+    on each side of 0. neural-tangents: ``stax.ElementwiseNumerical`` (docs/accuracy.md says where the two differ)."""
 
     type: Literal["Elementwise"]
     fn: Literal["tanh", "sigmoid", "softplus", "silu", "elu"]

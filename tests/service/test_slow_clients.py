@@ -36,10 +36,8 @@ async def echo_length(scope, receive, send):
 
 
 @pytest.fixture(scope="module")
-def server():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def server(free_tcp_port):
+    port = free_tcp_port()
     config = uvicorn.Config(echo_length, host="127.0.0.1", port=port, http=paced_protocol(GRACE_S, FLOOR),
                             log_config=None, timeout_keep_alive=30)
     instance = uvicorn.Server(config)

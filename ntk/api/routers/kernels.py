@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Request
 
 from ntk.api import deps, jobs, limits
-from ntk.api.inputs import Inputs, OffLoopJson, fits, same_features
-from ntk.api.problems import problem_responses
+from ntk.api.inputs import Inputs, fits, same_features
+from ntk.api.routers.compute import PROBLEMS, WAIT, job_router
 from ntk.api.schemas import Accepted, KernelAnswer, KernelRequest
 from ntk.core.job import KernelJob
 from ntk.spec.limits import DEFAULT_SAMPLES
 
-router = APIRouter(prefix="/v1", tags=["kernels"], dependencies=[Depends(deps.authorize), Depends(deps.json_body)],
-                   route_class=OffLoopJson)
-
-
-WAIT = Query(30.0, ge=0, le=300, allow_inf_nan=False, description="seconds to wait for the answer before answering 202 with the job")
-# A job's own problem (422 for inputs the workers refuse, 503, 504) is answered as the request's; 429
-# when the tenant has its most active jobs (ntk.api.tenants).
-PROBLEMS = problem_responses(400, 401, 409, 410, 413, 415, 422, 429, 503, 504)
+router = job_router("kernels")
 ANSWERS = {200: {"model": KernelAnswer, "content": {jobs.NPZ: {}}}, 202: {"model": Accepted}, **PROBLEMS}
 
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 
 from ntk.api import deps, jobs, limits
-from ntk.api.inputs import Inputs, OffLoopJson, fits, same_features
-from ntk.api.routers.kernels import PROBLEMS, WAIT
+from ntk.api.inputs import Inputs, fits, same_features
+from ntk.api.routers.compute import PROBLEMS, WAIT, job_router
 from ntk.api.schemas import Accepted, PredictAnswer, PredictRequest
 from ntk.core.job import PredictJob
 
-router = APIRouter(prefix="/v1", tags=["predict"], dependencies=[Depends(deps.authorize), Depends(deps.json_body)],
-                   route_class=OffLoopJson)
+router = job_router("predict")
 
 ANSWERS = {200: {"model": PredictAnswer, "content": {jobs.NPZ: {}}}, 202: {"model": Accepted}, **PROBLEMS}
 

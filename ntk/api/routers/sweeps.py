@@ -12,20 +12,19 @@ from __future__ import annotations
 
 import math
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 
 from ntk.api import deps, jobs, limits
-from ntk.api.inputs import Inputs, OffLoopJson, off_loop, same_features
+from ntk.api.inputs import Inputs, off_loop, same_features
 from ntk.api.problems import Problem, invalid
-from ntk.api.routers.kernels import PROBLEMS, WAIT
+from ntk.api.routers.compute import PROBLEMS, WAIT, job_router
 from ntk.api.schemas import Accepted, SweepAnswer, SweepRequest
 from ntk.core.job import SweepJob
 from ntk.core.settings import Settings
 from ntk.spec.architecture import SpecError
 from ntk.spec.sweep_grid import SweepPoint, expand
 
-router = APIRouter(prefix="/v1", tags=["sweeps"], dependencies=[Depends(deps.authorize), Depends(deps.json_body)],
-                   route_class=OffLoopJson)
+router = job_router("sweeps")
 
 ANSWERS = {200: {"model": SweepAnswer, "content": {jobs.CSV: {}}}, 202: {"model": Accepted}, **PROBLEMS}
 
