@@ -117,7 +117,7 @@ def main() -> None:
         actual = run(arch, x1, x2, args.tile, samples, device)
         ratios.append(actual / estimate)
         print(f"{name:<26} {'x'.join(map(str, shape)):>9} {n1:>5} {'-' if n2 is None else n2:>5} {cost.tiles:>5} "
-              f"{seconds_per_unit * 1e9:>7.3f} {estimate:>10.3f} {actual:>9.3f} {actual / estimate:>6.2f}", flush=True)
+              f"{seconds_per_unit * 1e9:>7.3f} {estimate:>10.3g} {actual:>9.3g} {actual / estimate:>6.2f}", flush=True)
     within = sum(0.5 <= r <= 2 for r in ratios)
     print(f"within 2x: {within} of {len(ratios)}; ratio range {min(ratios):.2f}-{max(ratios):.2f}")
 
