@@ -74,8 +74,11 @@ def test_sixteen_identical_and_sixteen_distinct_cold_requests_make_one_job_each_
         thread.join()
     assert all(a.status_code in (200, 202) for a in answers), [(a.status_code, a.text[:300]) for a in answers]
     assert probes and set(probes) == {200}
-    identical = {a.json()["job"]["id"] if a.status_code == 202 else a.json()["id"] for a in answers[:16]}
-    assert len(identical) == 1, identical
+    # An identical request that arrives after the job ended is answered 200 with the result's id,
+    # the others 202 with the job's: one of each at most, and Redis holds one job per request.
+    queued = {a.json()["job"]["id"] for a in answers[:16] if a.status_code == 202}
+    answered = {a.json()["id"] for a in answers[:16] if a.status_code == 200}
+    assert len(queued) <= 1 and len(answered) <= 1, (queued, answered)
     per_request = jobs_by_request(svc.redis)
     assert len(per_request) == 17 and set(per_request.values()) == {1}, per_request
 
