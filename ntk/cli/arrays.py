@@ -1,5 +1,5 @@
 """Reading the CLI's inputs (spec JSON, .npy/.npz arrays) and writing its .npz answers, and the
-options that ``kernel`` and ``predict`` share. Every unusable input is a UserError naming the file."""
+options that ``kernel``, ``predict`` and ``sweep`` share. Every unusable input is a UserError naming the file."""
 
 from __future__ import annotations
 
@@ -92,10 +92,15 @@ def write_npz(path: str, fields: dict) -> None:
     print(f"wrote {path}: " + ", ".join(f"{k} {np.shape(v)}" for k, v in fields.items() if v is not None))
 
 
-def add_remote_options(parser) -> None:
-    """--url sends the work to a server through the SDK instead of computing here."""
+def add_run_options(parser, run, *, out: str, dtype: str = "floating-point precision of the computation") -> None:
+    """The options every computing command ends with (precision, device, output file; --url sends
+    the work to a server through the SDK instead of computing here), and ``run`` as its action."""
+    parser.add_argument("--dtype", default="float64", choices=DTYPES, help=dtype)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default $NTK_DEVICE or auto)")
+    parser.add_argument("--out", required=True, help=out)
     parser.add_argument("--url", help="compute on this ntk server instead of locally")
     parser.add_argument("--api-key", help="bearer key for --url (default: $NTK_API_KEY)")
+    parser.set_defaults(func=run)
 
 
 def connect(args):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ntk.spec.limits import DEFAULT_SAMPLES
 
-from .arrays import DTYPES, add_remote_options, connect, engine_settings, read_array, read_spec, write_npz
+from .arrays import add_run_options, connect, engine_settings, read_array, read_spec, write_npz
 from .errors import engine_errors, server_errors
 
 
@@ -14,16 +14,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--x1", required=True, help=".npy (or .npz field x) of inputs")
     p.add_argument("--x2", help="second inputs (default: x1)")
     p.add_argument("--get", default="nngp,ntk", help="comma-separated: nngp, ntk")
-    p.add_argument("--dtype", default="float64", choices=DTYPES, help="floating-point precision of the computation")
     p.add_argument("--method", default="analytic", choices=("analytic", "monte_carlo"))
     # None: with --url the service's default, which is this one
     p.add_argument("--samples", type=int, help=f"networks averaged by monte_carlo (default: {DEFAULT_SAMPLES}, as "
                    "the service)")
     p.add_argument("--seed", type=int, default=0, help="seed of the monte_carlo networks")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default $NTK_DEVICE or auto)")
-    p.add_argument("--out", required=True, help="output .npz (fields nngp, ntk[, *_stderr])")
-    add_remote_options(p)
-    p.set_defaults(func=run)
+    add_run_options(p, run, out="output .npz (fields nngp, ntk[, *_stderr])")
 
 
 def run(args) -> int:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ntk.core.job import engine_times, times_as_floats
 
-from .arrays import (DTYPES, add_remote_options, connect, engine_settings, read_array, read_spec, read_training_set,
+from .arrays import (add_run_options, connect, engine_settings, read_array, read_spec, read_training_set,
                      write_npz)
 from .errors import engine_errors, server_errors
 
@@ -43,11 +43,7 @@ def add_parser(subparsers) -> None:
                    help="y holds class labels: regress on centered one-hot targets; the output's labels are "
                         "the classes in column order (predicted class: labels[mean.argmax(-1)])")
     p.add_argument("--no-cov", dest="compute_cov", action="store_false", help="mean only")
-    p.add_argument("--dtype", default="float64", choices=DTYPES, help="floating-point precision of the computation")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default $NTK_DEVICE or auto)")
-    p.add_argument("--out", required=True, help="output .npz (t, mean, covariance, variance[, labels])")
-    add_remote_options(p)
-    p.set_defaults(func=run)
+    add_run_options(p, run, out="output .npz (t, mean, covariance, variance[, labels])")
 
 
 def run(args) -> int:

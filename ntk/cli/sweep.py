@@ -15,7 +15,7 @@ import json
 import math
 from pathlib import Path
 
-from .arrays import (DTYPES, add_remote_options, connect, engine_settings, read_text, read_training_set, reason)
+from .arrays import (add_run_options, connect, engine_settings, read_text, read_training_set, reason)
 from .errors import UsageError, UserError, engine_errors, server_errors, settings_errors
 
 
@@ -81,11 +81,7 @@ def add_parser(subparsers) -> None:
                    "object label -> architecture)")
     p.add_argument("--diag-reg", type=diag_reg, default="fit", help="ε relative to the kernel's mean diagonal, or "
                    "fit: the ε of the largest marginal likelihood, per architecture")
-    p.add_argument("--dtype", default="float64", choices=DTYPES, help="floating-point precision of the kernels")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default $NTK_DEVICE or auto)")
-    p.add_argument("--out", required=True, help="output .csv: a row per architecture")
-    add_remote_options(p)
-    p.set_defaults(func=run)
+    add_run_options(p, run, out="output .csv: a row per architecture", dtype="floating-point precision of the kernels")
 
 
 def run(args) -> int:
