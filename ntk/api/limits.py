@@ -3,8 +3,9 @@
 Each refusal is a 422 naming the JSON path, the value, the limit and the environment variable
 that sets it, also as the problem's ``value``, ``limit`` and ``setting`` members. The body's size
 is refused before it is read, as a 413 (ntk.api.middleware.BodyLimit). The architecture's depth is
-NTK_MAX_LAYERS (a list longer than that is refused while parsing: ntk.api.problems); Residual
-nesting is the engine's own limit (ntk.spec.architecture), refused as a 422 that names it.
+NTK_MAX_LAYERS (a list longer than ntk.spec.architecture.LAYERS_CEILING, which bounds the setting, is
+refused while parsing: ntk.api.problems); Residual nesting is the engine's own limit
+(ntk.spec.architecture), refused as a 422 that names it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from ntk.api.problems import Problem
 from ntk.api.schemas import KernelRequest, PredictRequest
 from ntk.core.estimate import Capacity, Estimate
 from ntk.core.settings import Settings
-from ntk.spec.architecture import Architecture, Conv, Dense, iter_layers
+from ntk.spec.architecture import Architecture, Conv, Dense, Residual, iter_layers
 
 
 def within(settings: Settings, field: str, value: int | float, path: str, what: str,
@@ -52,8 +53,20 @@ def check_pair_covariances(settings: Settings, architecture: Architecture, shape
 
 
 def check_depth(settings: Settings, architecture: Architecture) -> None:
+    """NTK_MAX_LAYERS: the first list of layers longer than it, by its own path, then the count of all."""
+    for path, layers in layer_lists(architecture.layers, "architecture.layers"):
+        within(settings, "max_layers", len(layers), path, "the number of layers")
     within(settings, "max_layers", architecture.depth(), "architecture.layers",
            "the number of layers (those inside Residual blocks included)")
+
+
+def layer_lists(layers: list, path: str):
+    """(path, list) of ``layers`` and of every Residual branch and shortcut in it, in document order."""
+    yield path, layers
+    for i, layer in enumerate(layers):
+        if isinstance(layer, Residual):
+            yield from layer_lists(layer.layers, f"{path}[{i}].layers")
+            yield from layer_lists(layer.shortcut or [], f"{path}[{i}].shortcut")
 
 
 def widest_layer(architecture: Architecture) -> int:
