@@ -16,7 +16,7 @@ from ntk.api.problems import Problem
 from ntk.api.schemas import KernelRequest, PredictRequest
 from ntk.core.estimate import Capacity, Estimate
 from ntk.core.settings import Settings
-from ntk.spec.architecture import Architecture, Conv, Dense, Residual, iter_layers
+from ntk.spec.architecture import Architecture, Residual
 
 
 def within(settings: Settings, field: str, value: int | float, path: str, what: str,
@@ -69,12 +69,6 @@ def layer_lists(layers: list, path: str):
             yield from layer_lists(layer.shortcut or [], f"{path}[{i}].shortcut")
 
 
-def widest_layer(architecture: Architecture) -> int:
-    widths = [layer.out_dim if isinstance(layer, Dense) else layer.out_chan
-              for layer in iter_layers(architecture.layers) if isinstance(layer, (Dense, Conv))]
-    return max(widths, default=1)
-
-
 def check_kernels(settings: Settings, body: KernelRequest, x1: dict, x2: dict | None, samples: int | None) -> None:
     """x1 and x2 are resolved references (ntk.api.inputs): their ``shape`` is known; the architecture
     is known to run on points of that shape (ntk.api.inputs.fits)."""
@@ -83,10 +77,11 @@ def check_kernels(settings: Settings, body: KernelRequest, x1: dict, x2: dict | 
     check_point_counts(settings, [n1 + (0 if x2 is None else n2), *x1["shape"][1:]], "x1", "the points in x1 and x2")
     within(settings, "max_kernel_entries", n1 * n2, "x1" if x2 is None else "x2", f"the kernel's entries ({n1} × {n2})")
     if body.method == "monte_carlo":
-        width = widest_layer(body.architecture)
+        network = body.architecture.walk(tuple(x1["shape"][1:]))  # the finite network's affine layers
+        width = max((out for _, _, out, _, _ in network.affine), default=1)
         within(settings, "max_mc_samples_width", samples * width, "samples",
                f"samples × the widest layer ({samples} × {width})")
-        parameters = body.architecture.parameters(tuple(x1["shape"][1:]))
+        parameters = network.parameters
         within(settings, "max_mc_parameters", parameters, "architecture",
                "the parameters of one sampled network (fan-in × fan-out per Dense or Conv layer, and biases)")
         within(settings, "max_mc_sampled_parameters", samples * parameters, "samples",
