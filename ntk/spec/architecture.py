@@ -6,6 +6,11 @@ Field-level problems (unknown type or field, wrong type, non-finite or out-of-ra
 pydantic errors; problems of the stack as a whole (an activation whose input is not Gaussian, an
 input shape the stack cannot take, spatial axes left at the output) are ``SpecError`` from
 ``Architecture.check``. Both carry the JSON path of what is wrong.
+
+A layer type is one entry of ``LAYER_REGISTRY``: its model, its shape rule (a pure function, next to
+the model) and its roles. The cost model (ntk.spec.cost) and the engine (its kernel maps and finite
+modules) attach their own rule for each type to the same name (``PerLayerType``), and refuse at
+import to run with a type left without one.
 """
 
 from __future__ import annotations
@@ -383,22 +388,22 @@ class LayerType:
     reads_variances: bool = False
 
 
-ACTIVATION = {"activation": True, "reads_variances": True}
+ACTIVATION_ROLES = {"activation": True, "reads_variances": True}
 
 # Every layer type, by its ``type``; in the order the spec language lists them (docs, OpenAPI).
 LAYER_REGISTRY: dict[str, LayerType] = {entry.model.__name__: entry for entry in (
     LayerType(Dense, dense_shape, affine=True),
     LayerType(Conv, conv_shape, affine=True),
-    LayerType(Relu, activation_shape, **ACTIVATION),
-    LayerType(Abs, activation_shape, **ACTIVATION),
-    LayerType(Sign, activation_shape, **ACTIVATION),
+    LayerType(Relu, activation_shape, **ACTIVATION_ROLES),
+    LayerType(Abs, activation_shape, **ACTIVATION_ROLES),
+    LayerType(Sign, activation_shape, **ACTIVATION_ROLES),
     LayerType(Identity, identity_shape),
-    LayerType(LeakyRelu, activation_shape, **ACTIVATION),
-    LayerType(ABRelu, activation_shape, **ACTIVATION),
-    LayerType(Erf, activation_shape, **ACTIVATION),
-    LayerType(Gelu, activation_shape, **ACTIVATION),
-    LayerType(Sin, activation_shape, **ACTIVATION),
-    LayerType(Elementwise, activation_shape, **ACTIVATION),
+    LayerType(LeakyRelu, activation_shape, **ACTIVATION_ROLES),
+    LayerType(ABRelu, activation_shape, **ACTIVATION_ROLES),
+    LayerType(Erf, activation_shape, **ACTIVATION_ROLES),
+    LayerType(Gelu, activation_shape, **ACTIVATION_ROLES),
+    LayerType(Sin, activation_shape, **ACTIVATION_ROLES),
+    LayerType(Elementwise, activation_shape, **ACTIVATION_ROLES),
     LayerType(AvgPool, avg_pool_shape, needs_full_spatial=True),
     LayerType(GlobalAvgPool, global_avg_pool_shape, needs_full_spatial=True),
     LayerType(Flatten, flatten_shape),
