@@ -52,11 +52,11 @@ def _number(value: float) -> str:
 
 
 def layers() -> str:
-    from ntk.spec.architecture import Architecture, Layer
+    from ntk.spec.architecture import LAYER_TYPES, Architecture
 
     definitions = Architecture.model_json_schema()["$defs"]  # Residual refers to itself: read it from here
     rows = ["| type | parameters (default) | meaning |", "|---|---|---|"]
-    for model in Layer.__subclasses__():
+    for model in LAYER_TYPES.values():
         schema = definitions[model.__name__]
         required = set(schema.get("required", []))
         params = []

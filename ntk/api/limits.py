@@ -3,8 +3,9 @@
 Each refusal is a 422 naming the JSON path, the value, the limit and the environment variable
 that sets it, also as the problem's ``value``, ``limit`` and ``setting`` members. The body's size
 is refused before it is read, as a 413 (ntk.api.middleware.BodyLimit). The architecture's depth is
-NTK_MAX_LAYERS (a list longer than that is refused while parsing: ntk.api.problems); Residual
-nesting is the engine's own limit (ntk.spec.architecture), refused as a 422 that names it.
+NTK_MAX_LAYERS (a list longer than ntk.spec.architecture.LAYERS_CEILING, which bounds the setting, is
+refused while parsing: ntk.api.problems); Residual nesting is the engine's own limit
+(ntk.spec.architecture), refused as a 422 that names it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from ntk.api.problems import Problem
 from ntk.api.schemas import KernelRequest, PredictRequest
 from ntk.core.estimate import Capacity, Estimate
 from ntk.core.settings import Settings
-from ntk.spec.architecture import Architecture, Conv, Dense, iter_layers
+from ntk.spec.architecture import Architecture, Residual
 
 
 def within(settings: Settings, field: str, value: int | float, path: str, what: str,
@@ -52,14 +53,20 @@ def check_pair_covariances(settings: Settings, architecture: Architecture, shape
 
 
 def check_depth(settings: Settings, architecture: Architecture) -> None:
+    """NTK_MAX_LAYERS: the first list of layers longer than it, by its own path, then the count of all."""
+    for path, layers in layer_lists(architecture.layers, "architecture.layers"):
+        within(settings, "max_layers", len(layers), path, "the number of layers")
     within(settings, "max_layers", architecture.depth(), "architecture.layers",
            "the number of layers (those inside Residual blocks included)")
 
 
-def widest_layer(architecture: Architecture) -> int:
-    widths = [layer.out_dim if isinstance(layer, Dense) else layer.out_chan
-              for layer in iter_layers(architecture.layers) if isinstance(layer, (Dense, Conv))]
-    return max(widths, default=1)
+def layer_lists(layers: list, path: str):
+    """(path, list) of ``layers`` and of every Residual branch and shortcut in it, in document order."""
+    yield path, layers
+    for i, layer in enumerate(layers):
+        if isinstance(layer, Residual):
+            yield from layer_lists(layer.layers, f"{path}[{i}].layers")
+            yield from layer_lists(layer.shortcut or [], f"{path}[{i}].shortcut")
 
 
 def check_kernels(settings: Settings, body: KernelRequest, x1: dict, x2: dict | None, samples: int | None) -> None:
@@ -70,10 +77,11 @@ def check_kernels(settings: Settings, body: KernelRequest, x1: dict, x2: dict | 
     check_point_counts(settings, [n1 + (0 if x2 is None else n2), *x1["shape"][1:]], "x1", "the points in x1 and x2")
     within(settings, "max_kernel_entries", n1 * n2, "x1" if x2 is None else "x2", f"the kernel's entries ({n1} × {n2})")
     if body.method == "monte_carlo":
-        width = widest_layer(body.architecture)
+        network = body.architecture.walk(tuple(x1["shape"][1:]))  # the finite network's affine layers
+        width = max((out for _, _, out, _, _ in network.affine), default=1)
         within(settings, "max_mc_samples_width", samples * width, "samples",
                f"samples × the widest layer ({samples} × {width})")
-        parameters = body.architecture.parameters(tuple(x1["shape"][1:]))
+        parameters = network.parameters
         within(settings, "max_mc_parameters", parameters, "architecture",
                "the parameters of one sampled network (fan-in × fan-out per Dense or Conv layer, and biases)")
         within(settings, "max_mc_sampled_parameters", samples * parameters, "samples",

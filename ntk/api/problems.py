@@ -21,7 +21,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from ntk.api.schemas import DatasetRef, ProblemDetails
-from ntk.spec.architecture import MAX_RESIDUAL_NESTING, Architecture, Layer, format_path, layer_model, suggest
+from ntk.spec.architecture import LAYER_TYPES, MAX_RESIDUAL_NESTING, Architecture, format_path, layer_model, suggest
 from ntk.core.problems import problem, redis_problem
 
 log = logging.getLogger("ntk.api")
@@ -30,7 +30,7 @@ PROBLEM_JSON = "application/problem+json"
 
 # Pydantic puts the tag of a discriminated union's member into an error's location
 # (layers.0.Dense.w_std); the JSON path has no such step.
-UNION_TAGS = {cls.__name__ for cls in Layer.__subclasses__()} | {"dataset-ref", "inline", "time", "times"}
+UNION_TAGS = set(LAYER_TYPES) | {"dataset-ref", "inline", "time", "times"}
 
 
 class Problem(Exception):
@@ -99,8 +99,9 @@ def nesting_message(error: dict) -> str:
 
 
 def layer_list_too_long(error: dict) -> dict:
-    """A list of layers longer than NTK_MAX_LAYERS, refused while parsing (before its layers are
-    built) as the limit it is: value, limit and setting, like ntk.api.limits.within."""
+    """A list of layers longer than any NTK_MAX_LAYERS may allow (ntk.spec.architecture.LAYERS_CEILING),
+    refused while parsing (before its layers are built) as the limit it is: value, limit and setting,
+    like ntk.api.limits.within (which refuses those over the setting itself)."""
     path, value, limit = json_path(error["loc"]), error["ctx"]["actual_length"], error["ctx"]["max_length"]
     message = f"the number of layers is {value}, over the limit of {limit} (NTK_MAX_LAYERS)"
     return problem(422, "Over a limit", f"{path}: {message}", errors=[{"path": path, "message": message}],

@@ -15,6 +15,8 @@ import limits
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ntk.spec.architecture import LAYERS_CEILING, MAX_LAYERS
+
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 
@@ -110,9 +112,9 @@ class Settings(BaseSettings):
                                   "takes a sixth of the machine's memory, in thousands (22,000 on 24 GB). The "
                                   "factorization's time is cubic in them")
     max_times: int = Field(1000, ge=1, description="most values of t in one prediction")
-    max_layers: int = Field(1024, ge=1, description="the deepest architecture accepted, layers inside Residual "
-                            "blocks counted; a kernel's time is linear in depth. The engine reads the same "
-                            "variable (ntk.spec.architecture.MAX_LAYERS), so set it for the workers too")
+    max_layers: int = Field(MAX_LAYERS, ge=1, le=LAYERS_CEILING, description="the deepest architecture accepted, "
+                            "layers inside Residual blocks counted; a kernel's time is linear in depth. At most "
+                            f"{LAYERS_CEILING}, the most layers one list may hold while parsing")
     max_sweep_architectures: int = Field(1024, ge=1, description="most architectures one sweep (POST /v1/sweeps) "
                                          "expands to: its grid's product, or its list; one sweep is one job, "
                                          "its time about linear in them")

@@ -18,7 +18,7 @@ def serial(layers, k: KernelState, parameterization: str, steps: Steps | None = 
     for layer in layers:
         if steps is not None:
             steps.check()
-        if isinstance(layer, spec.Residual):
+        if isinstance(layer, spec.Residual):  # its sub-stacks' layers are steps too
             k = residual(layer, k, parameterization, steps)
         else:
             k = LAYERS[layer.type](layer, k, parameterization)
@@ -27,6 +27,7 @@ def serial(layers, k: KernelState, parameterization: str, steps: Steps | None = 
     return k
 
 
+@LAYERS.of(spec.Residual)
 def residual(layer: spec.Residual, k: KernelState, parameterization: str, steps: Steps | None = None) -> KernelState:
     """y = branch(x) + shortcut(x), the shortcut the identity unless given.
 
@@ -43,3 +44,6 @@ def residual(layer: spec.Residual, k: KernelState, parameterization: str, steps:
         is_gaussian=a.is_gaussian and b.is_gaussian,
         is_input=a.is_input and b.is_input,
     )
+
+
+LAYERS.complete()

@@ -39,6 +39,10 @@ from torch import Tensor, nn
 
 from ntk.spec import architecture as S
 
+# Each layer type's finite module, by name: built as Module(layer, in_shape, init) (init: ``_Init``,
+# which parameter-free modules ignore), attached where it is defined.
+FINITE_MODULES = S.PerLayerType("finite module")
+
 # Standard normals are drawn in float32 (3-4x faster than float64 on CPU, where drawing dominates
 # the cost of a wide sampled network) and scaled in float64; N(0, 1) rounded to 24 bits is
 # indistinguishable from N(0, 1) for every statistic computed here.
@@ -80,8 +84,8 @@ class Network(nn.Module):
         self.arch = arch
         self.parameterization = arch.parameterization
         self.input_shape = input_shape
-        init = _Init(generator, dtype, device)
-        self.body = Serial(arch.layers, input_shape, arch.parameterization, init)
+        init = _Init(generator, dtype, device, arch.parameterization)
+        self.body = Serial(arch.layers, input_shape, init)
         self.output_shape = self.body.out_shape
 
     def forward(self, x: Tensor) -> Tensor:
@@ -109,8 +113,11 @@ class Network(nn.Module):
 
 
 class _Init:
-    def __init__(self, generator: torch.Generator, dtype: torch.dtype, device: torch.device):
+    """How parameters are drawn: from ``generator``, in ``dtype`` on ``device``, scaled for ``parameterization``."""
+
+    def __init__(self, generator: torch.Generator, dtype: torch.dtype, device: torch.device, parameterization: str):
         self.generator, self.dtype, self.device = generator, dtype, device
+        self.parameterization = parameterization
 
     def normal(self, shape: tuple[int, ...], scale: float = 1.0) -> nn.Parameter:
         value = torch.randn(shape, generator=self.generator, dtype=DRAW_DTYPE, device=self.generator.device)
@@ -135,12 +142,12 @@ class _Tape:
 
 
 class Serial(nn.Module):
-    def __init__(self, layers, in_shape: tuple[int, ...], parameterization: str, init: _Init):
+    def __init__(self, layers, in_shape: tuple[int, ...], init: _Init):
         super().__init__()
         modules = []
         shape = in_shape
         for layer in layers:
-            module = make_layer(layer, shape, parameterization, init)
+            module = FINITE_MODULES[layer.type](layer, shape, init)
             modules.append(module)
             shape = module.out_shape
         self.layers = nn.ModuleList(modules)
@@ -152,35 +159,18 @@ class Serial(nn.Module):
         return x
 
 
+@FINITE_MODULES.of(S.Residual)
 class Residual(nn.Module):
     """y = branch(x) + shortcut(x): stax FanOut(2) >> parallel(branch, shortcut) >> FanInSum."""
 
-    def __init__(self, layer: S.Residual, in_shape, parameterization, init):
+    def __init__(self, layer: S.Residual, in_shape, init: _Init):
         super().__init__()
-        self.branch = Serial(layer.layers, in_shape, parameterization, init)
-        self.shortcut = Serial(layer.shortcut or [], in_shape, parameterization, init)
+        self.branch = Serial(layer.layers, in_shape, init)
+        self.shortcut = Serial(layer.shortcut or [], in_shape, init)
         self.in_shape, self.out_shape = in_shape, self.branch.out_shape
 
     def forward(self, x: Tensor, tape: _Tape | None = None) -> Tensor:
         return self.branch(x, tape) + self.shortcut(x, tape)
-
-
-def make_layer(layer, in_shape, parameterization, init) -> nn.Module:
-    if isinstance(layer, S.Dense):
-        return Dense(layer, in_shape, parameterization, init)
-    if isinstance(layer, S.Conv):
-        return Conv(layer, in_shape, parameterization, init)
-    if isinstance(layer, S.Residual):
-        return Residual(layer, in_shape, parameterization, init)
-    if isinstance(layer, S.AvgPool):
-        return AvgPool(layer, in_shape)
-    if isinstance(layer, S.GlobalAvgPool):
-        return GlobalAvgPool(in_shape)
-    if isinstance(layer, S.Flatten):
-        return Flatten(in_shape)
-    if isinstance(layer, S.LayerNorm):
-        return LayerNorm(layer, in_shape)
-    return Activation(layer, in_shape)
 
 
 # -- affine layers ---------------------------------------------------------------------------
@@ -197,10 +187,9 @@ class Affine(nn.Module):
     weight: nn.Parameter
     bias: nn.Parameter | None
 
-    def _init_params(self, weight_shape, fan_in: int, out: int, w_std: float, b_std: float | None,
-                     parameterization: str, init: _Init):
+    def _init_params(self, weight_shape, fan_in: int, out: int, w_std: float, b_std: float | None, init: _Init):
         self.fan_in = fan_in
-        if parameterization == "ntk":
+        if init.parameterization == "ntk":
             self.weight = init.normal(weight_shape)
             self.bias = None if b_std is None else init.normal((out,))
             self.w_scale = w_std / math.sqrt(fan_in)
@@ -224,23 +213,24 @@ class Affine(nn.Module):
         return y if tape is None else tape.affine(x, y)
 
 
+@FINITE_MODULES.of(S.Dense)
 class Dense(Affine):
     """stax.Dense: weight (in, out) applied to the last axis, at every position if there are any."""
 
-    def __init__(self, layer: S.Dense, in_shape, parameterization, init):
+    def __init__(self, layer: S.Dense, in_shape, init: _Init):
         super().__init__()
         channels = in_shape[-1]
         self.in_shape, self.out_shape = in_shape, in_shape[:-1] + (layer.out_dim,)
         self.padded_shape = in_shape
         self.filter_shape = (1,) * (len(in_shape) - 1)
         self.strides = self.filter_shape
-        self._init_params((channels, layer.out_dim), channels, layer.out_dim, layer.w_std, layer.b_std,
-                          parameterization, init)
+        self._init_params((channels, layer.out_dim), channels, layer.out_dim, layer.w_std, layer.b_std, init)
 
     def contract(self, x: Tensor) -> Tensor:
         return x @ self.weight
 
 
+@FINITE_MODULES.of(S.Conv)
 class Conv(Affine):
     """stax.Conv: weight (out, in, *filter), channels-last in and out, XLA's padding conventions.
 
@@ -248,7 +238,7 @@ class Conv(Affine):
     so the output has ceil(n / stride) positions. VALID does not pad.
     """
 
-    def __init__(self, layer: S.Conv, in_shape, parameterization, init):
+    def __init__(self, layer: S.Conv, in_shape, init: _Init):
         super().__init__()
         spatial, channels = in_shape[:-1], in_shape[-1]
         self.filter_shape = tuple(layer.filter_shape)
@@ -262,7 +252,7 @@ class Conv(Affine):
         self.in_shape, self.out_shape = in_shape, out_spatial + (layer.out_chan,)
         fan_in = channels * math.prod(self.filter_shape)
         self._init_params((layer.out_chan, channels) + self.filter_shape, fan_in, layer.out_chan,
-                          layer.w_std, layer.b_std, parameterization, init)
+                          layer.w_std, layer.b_std, init)
         self._conv = F.conv1d if len(self.filter_shape) == 1 else F.conv2d
 
     def pad(self, x: Tensor) -> Tensor:
@@ -302,13 +292,14 @@ def channels_last(x: Tensor) -> Tensor:
 # -- parameter-free layers -------------------------------------------------------------------
 
 
+@FINITE_MODULES.of(S.AvgPool)
 class AvgPool(nn.Module):
     """stax.AvgPool: window sums divided by the whole window size (normalize_edges=False).
 
     SAME pads with zeros, CIRCULAR wraps; strides default to 1 as in neural-tangents.
     """
 
-    def __init__(self, layer: S.AvgPool, in_shape):
+    def __init__(self, layer: S.AvgPool, in_shape, init: _Init):
         super().__init__()
         spatial = in_shape[:-1]
         self.window = tuple(layer.window_shape)
@@ -326,10 +317,11 @@ class AvgPool(nn.Module):
         return channels_last(self._pool(channels_first(x), self.window, self.strides))
 
 
+@FINITE_MODULES.of(S.GlobalAvgPool)
 class GlobalAvgPool(nn.Module):
     """stax.GlobalAvgPool: the mean over all spatial positions."""
 
-    def __init__(self, in_shape):
+    def __init__(self, layer: S.GlobalAvgPool, in_shape, init: _Init):
         super().__init__()
         self.in_shape, self.out_shape = in_shape, in_shape[-1:]
 
@@ -337,10 +329,11 @@ class GlobalAvgPool(nn.Module):
         return x.mean(dim=tuple(range(1, x.ndim - 1))) if x.ndim > 2 else x
 
 
+@FINITE_MODULES.of(S.Flatten)
 class Flatten(nn.Module):
     """stax.Flatten: (N, ..., C) -> (N, prod) in row-major (channels-last) order."""
 
-    def __init__(self, in_shape):
+    def __init__(self, layer: S.Flatten, in_shape, init: _Init):
         super().__init__()
         self.in_shape, self.out_shape = in_shape, (math.prod(in_shape),)
 
@@ -348,13 +341,14 @@ class Flatten(nn.Module):
         return x.reshape(x.shape[0], -1)
 
 
+@FINITE_MODULES.of(S.LayerNorm)
 class LayerNorm(nn.Module):
     """stax.LayerNorm: (x − mean) / sqrt(ε + var) over ``axis`` of the (N, ..., C) array, ε = 1e-12.
 
     The variance is the biased one (ddof 0), as jnp.var. No learned scale or shift.
     """
 
-    def __init__(self, layer: S.LayerNorm, in_shape):
+    def __init__(self, layer: S.LayerNorm, in_shape, init: _Init):
         super().__init__()
         ndim = len(in_shape) + 1
         self.axes = tuple(sorted({a % ndim for a in layer.axis}))
@@ -366,6 +360,30 @@ class LayerNorm(nn.Module):
         return (x - mean) / torch.sqrt(S.LAYER_NORM_EPS + var)
 
 
+class Activation(nn.Module):
+    """An elementwise layer: y = φ(x), φ as stax's apply_fn computes it."""
+
+    def __init__(self, layer, in_shape, fn):
+        super().__init__()
+        self.kind = layer.type
+        self.fn = fn
+        self.in_shape, self.out_shape = in_shape, in_shape
+
+    def forward(self, x: Tensor, tape: _Tape | None = None) -> Tensor:
+        return self.fn(x)
+
+    def extra_repr(self) -> str:
+        return self.kind
+
+
+def activation(*models):
+    """Attach ``phi(layer) -> φ`` as these layer types' finite module: an ``Activation`` applying φ."""
+    def attach(phi):
+        FINITE_MODULES.of(*models)(lambda layer, in_shape, init: Activation(layer, in_shape, phi(layer)))
+        return phi
+    return attach
+
+
 def _ab_relu(a: float, b: float):
     # neural-tangents' form a·min(x, 0) + b·max(x, 0); torch.minimum/maximum split the gradient
     # at a tie (x = 0) in halves as jnp.minimum/maximum do, so even exact zeros differentiate alike.
@@ -373,6 +391,54 @@ def _ab_relu(a: float, b: float):
         zero = x.new_zeros(())
         return a * torch.minimum(x, zero) + b * torch.maximum(x, zero)
     return fn
+
+
+@activation(S.Relu)
+def relu(layer: S.Relu):
+    return _ab_relu(0.0, 1.0)
+
+
+@activation(S.LeakyRelu)
+def leaky_relu(layer: S.LeakyRelu):
+    return _ab_relu(layer.alpha, 1.0)
+
+
+@activation(S.ABRelu)
+def ab_relu(layer: S.ABRelu):
+    return _ab_relu(layer.a, layer.b)
+
+
+@activation(S.Abs)
+def abs_(layer: S.Abs):
+    return torch.abs
+
+
+@activation(S.Sign)
+def sign(layer: S.Sign):
+    return torch.sign
+
+
+@activation(S.Identity)
+def identity(layer: S.Identity):
+    return lambda x: x
+
+
+@activation(S.Erf)
+def erf(layer: S.Erf):
+    a, b, c = layer.a, layer.b, layer.c
+    return lambda x: a * torch.erf(b * x) + c
+
+
+@activation(S.Gelu)
+def gelu(layer: S.Gelu):
+    approximate = "tanh" if layer.approximate else "none"
+    return lambda x: F.gelu(x, approximate=approximate)
+
+
+@activation(S.Sin)
+def sin(layer: S.Sin):
+    a, b, c = layer.a, layer.b, layer.c
+    return lambda x: a * torch.sin(b * x + c)
 
 
 ELEMENTWISE_FNS = {
@@ -384,44 +450,9 @@ ELEMENTWISE_FNS = {
 }
 
 
-def activation_fn(layer):
-    """The elementwise function φ of an activation layer, as stax's apply_fn computes it."""
-    t = layer.type
-    if t == "Relu":
-        return _ab_relu(0.0, 1.0)
-    if t == "LeakyRelu":
-        return _ab_relu(layer.alpha, 1.0)
-    if t == "ABRelu":
-        return _ab_relu(layer.a, layer.b)
-    if t == "Abs":
-        return torch.abs
-    if t == "Sign":
-        return torch.sign
-    if t == "Identity":
-        return lambda x: x
-    if t == "Erf":
-        a, b, c = layer.a, layer.b, layer.c
-        return lambda x: a * torch.erf(b * x) + c
-    if t == "Gelu":
-        approximate = "tanh" if layer.approximate else "none"
-        return lambda x: F.gelu(x, approximate=approximate)
-    if t == "Sin":
-        a, b, c = layer.a, layer.b, layer.c
-        return lambda x: a * torch.sin(b * x + c)
-    if t == "Elementwise":
-        return ELEMENTWISE_FNS[layer.fn]
-    raise ValueError(f"no finite-network layer for type {t!r}")
+@activation(S.Elementwise)
+def elementwise(layer: S.Elementwise):
+    return ELEMENTWISE_FNS[layer.fn]
 
 
-class Activation(nn.Module):
-    def __init__(self, layer, in_shape):
-        super().__init__()
-        self.kind = layer.type
-        self.fn = activation_fn(layer)
-        self.in_shape, self.out_shape = in_shape, in_shape
-
-    def forward(self, x: Tensor, tape: _Tape | None = None) -> Tensor:
-        return self.fn(x)
-
-    def extra_repr(self) -> str:
-        return self.kind
+FINITE_MODULES.complete()

@@ -6,22 +6,32 @@ Field-level problems (unknown type or field, wrong type, non-finite or out-of-ra
 pydantic errors; problems of the stack as a whole (an activation whose input is not Gaussian, an
 input shape the stack cannot take, spatial axes left at the output) are ``SpecError`` from
 ``Architecture.check``. Both carry the JSON path of what is wrong.
+
+A layer type is one entry of ``LAYER_REGISTRY``: its model, its shape rule (a pure function, next to
+the model) and its roles. The cost model (ntk.spec.cost) and the engine (its kernel maps and finite
+modules) attach their own rule for each type to the same name (``PerLayerType``), and refuse at
+import to run with a type left without one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from math import prod
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-# The deepest stack accepted, layers inside Residual blocks counted (NTK_MAX_LAYERS, the service's
-# setting of the same name). A kernel's cost is linear in depth; 1024 covers deep-kernel studies.
-MAX_LAYERS = int(os.environ.get("NTK_MAX_LAYERS", "1024"))
+# The deepest stack accepted by default, layers inside Residual blocks counted: the default of the
+# service's NTK_MAX_LAYERS (ntk.core.settings), which callers pass to ``Architecture.check`` as
+# ``max_layers``. A kernel's cost is linear in depth; 1024 covers deep-kernel studies.
+MAX_LAYERS = 1024
+# The most layers one list may hold whatever NTK_MAX_LAYERS says (the setting cannot exceed it): a
+# longer list is refused while parsing, before its layers are built (~10 µs each, 0.16 s here).
+LAYERS_CEILING = 1 << 14
 MAX_RESIDUAL_NESTING = 8
 MAX_STD = 1e3
 MAX_WIDTH = 1 << 20
@@ -55,6 +65,47 @@ class Layer(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, strict=True)
 
 
+# -- the shape walk ------------------------------------------------------------------------------
+# Each layer type has a shape rule: a pure function (layer, walk, path) -> walk that propagates one
+# point's shape and Gaussianity past the layer, or raises SpecError naming what is wrong at ``path``.
+
+
+@dataclass(frozen=True)
+class Walk:
+    """Where a walk through the stack stands: one point's ``shape`` (None when no input shape was
+    given), whether the layer output is ``gaussian`` (what an activation needs), the finite network's
+    ``parameters`` and its ``affine`` layers so far, as (input channels, filter taps, output channels,
+    input positions, output positions), counted where the shape is known, and the Residual
+    ``nesting`` of the layers being walked."""
+
+    shape: tuple[int, ...] | None
+    gaussian: bool = False
+    parameters: int = 0
+    affine: tuple[tuple[int, int, int, int, int], ...] = ()
+    nesting: int = 0
+
+
+def walk(layers, state: Walk, path: tuple) -> Walk:
+    """The walk past ``layers`` in sequence (stax.serial), each by its layer type's shape rule."""
+    for i, layer in enumerate(layers):
+        state = LAYER_REGISTRY[layer.type].shape(layer, state, path + (i,))
+    return state
+
+
+def _affine(state: Walk, out_shape: tuple[int, ...] | None, taps: int, bias: bool) -> Walk:
+    """Past an affine layer: a Gaussian output, and its weights (and biases) counted."""
+    if state.shape is None:
+        return replace(state, gaussian=True)
+    channels, out = state.shape[-1], out_shape[-1]
+    return replace(state, shape=out_shape, gaussian=True, parameters=state.parameters + (channels * taps + bias) * out,
+                   affine=state.affine + ((channels, taps, out, prod(state.shape[:-1]), prod(out_shape[:-1])),))
+
+
+def _gaussian_input(layer, state: Walk, path: tuple, message: str) -> None:
+    if not state.gaussian:
+        raise SpecError(path, f"{layer.type} needs a Gaussian input: {message}")
+
+
 class Dense(Layer):
     """A fully connected layer on the last axis: z = w_std/√n · W x + b_std · β with W, β standard
     normal (NTK parameterization; "standard" puts the 1/√n in W's initialization). ``out_dim``: the
@@ -65,6 +116,12 @@ class Dense(Layer):
     out_dim: Width
     w_std: Std = 1.0
     b_std: Std | None = None
+
+
+def dense_shape(layer: Dense, state: Walk, path: tuple) -> Walk:
+    """(..., C) -> (..., out_dim), whatever its input."""
+    out_shape = None if state.shape is None else state.shape[:-1] + (layer.out_dim,)
+    return _affine(state, out_shape, 1, layer.b_std is not None)
 
 
 class Conv(Layer):
@@ -80,6 +137,21 @@ class Conv(Layer):
     padding: Padding = "VALID"
     w_std: Std = 1.0
     b_std: Std | None = None
+
+
+def conv_shape(layer: Conv, state: Walk, path: tuple) -> Walk:
+    """(*spatial, C) -> (*windowed spatial, out_chan), on 1-D or 2-D spatial inputs."""
+    _check_spatial(layer, state.shape, path, len(layer.filter_shape), "filter_shape")
+    out_shape = None if state.shape is None else _window_output(
+        state.shape[:-1], layer.filter_shape, layer.strides, layer.padding, path, "filter_shape") + (layer.out_chan,)
+    return _affine(state, out_shape, prod(layer.filter_shape), layer.b_std is not None)
+
+
+def activation_shape(layer, state: Walk, path: tuple) -> Walk:
+    """Any activation: the shape unchanged; its input must be Gaussian, its output is not."""
+    _gaussian_input(layer, state, path, "put a Dense or Conv directly before it (an activation cannot act on "
+                    "the input or on another activation's output)")
+    return replace(state, gaussian=False)
 
 
 class Relu(Layer):
@@ -105,6 +177,11 @@ class Identity(Layer):
     """φ(x) = x: passes the kernel through unchanged. ``stax.Identity``."""
 
     type: Literal["Identity"]
+
+
+def identity_shape(layer, state: Walk, path: tuple) -> Walk:
+    """Nothing changes (Identity is linear, so a Gaussian input stays Gaussian)."""
+    return state
 
 
 class LeakyRelu(Layer):
@@ -170,16 +247,36 @@ class AvgPool(Layer):
     padding: Padding = "VALID"
 
 
+def avg_pool_shape(layer: AvgPool, state: Walk, path: tuple) -> Walk:
+    """(*spatial, C) -> (*windowed spatial, C), on 1-D or 2-D spatial inputs."""
+    _check_spatial(layer, state.shape, path, len(layer.window_shape), "window_shape")
+    if state.shape is None:
+        return state
+    return replace(state, shape=_window_output(state.shape[:-1], layer.window_shape, layer.strides, layer.padding,
+                                               path, "window_shape") + state.shape[-1:])
+
+
 class GlobalAvgPool(Layer):
     """The mean over all spatial positions: ``(N, H, W, C)`` → ``(N, C)``. ``stax.GlobalAvgPool``."""
 
     type: Literal["GlobalAvgPool"]
 
 
+def global_avg_pool_shape(layer: GlobalAvgPool, state: Walk, path: tuple) -> Walk:
+    """(*spatial, C) -> (C,), on 1-D or 2-D spatial inputs."""
+    _check_spatial(layer, state.shape, path, None, None)
+    return state if state.shape is None else replace(state, shape=state.shape[-1:])
+
+
 class Flatten(Layer):
     """Spatial positions and channels into one axis: ``(N, H, W, C)`` → ``(N, H·W·C)``. ``stax.Flatten``."""
 
     type: Literal["Flatten"]
+
+
+def flatten_shape(layer: Flatten, state: Walk, path: tuple) -> Walk:
+    """(*spatial, C) -> (prod,)."""
+    return state if state.shape is None else replace(state, shape=(prod(state.shape),))
 
 
 # LayerNorm divides by sqrt(eps + variance), as stax.LayerNorm does; the kernel map and the finite
@@ -200,26 +297,157 @@ class LayerNorm(Layer):
         return [v] if isinstance(v, int) else v
 
 
+def layer_norm_shape(layer: LayerNorm, state: Walk, path: tuple) -> Walk:
+    """The shape unchanged; a Gaussian input, normalized over axes that include the channels."""
+    _gaussian_input(layer, state, path, "put a Dense or Conv before it")
+    if state.shape is not None:
+        ndim = len(state.shape) + 1  # axes count over the whole (N, ..., C) array, as in stax
+        axes = set()
+        for a in layer.axis:
+            if not -ndim <= a < ndim or a % ndim == 0:
+                raise SpecError(path + ("axis",), f"axis {a} is not a spatial or channel axis "
+                                f"of inputs shaped (N, {', '.join(map(str, state.shape))})")
+            axes.add(a % ndim)
+        if ndim - 1 not in axes:
+            raise SpecError(path + ("axis",), "LayerNorm must normalize over the channel "
+                            "axis (-1) for the infinite-width kernel to exist")
+    return state
+
+
 class Residual(Layer):
     """The sum of a branch (``layers``) and a ``shortcut`` (default: the identity):
     ``FanOut(2) >> parallel(serial(*layers), serial(*shortcut)) >> FanInSum`` in neural-tangents."""
 
     type: Literal["Residual"]
-    layers: Annotated[list[AnyLayer], Field(min_length=1, max_length=MAX_LAYERS)]
-    shortcut: Annotated[list[AnyLayer], Field(max_length=MAX_LAYERS)] | None = None
+    layers: Annotated[list[AnyLayer], Field(min_length=1, max_length=LAYERS_CEILING)]
+    shortcut: Annotated[list[AnyLayer], Field(max_length=LAYERS_CEILING)] | None = None
 
 
-AnyLayer = Annotated[
-    Union[Dense, Conv, Relu, Abs, Sign, Identity, LeakyRelu, ABRelu, Erf, Gelu, Sin, Elementwise,
-          AvgPool, GlobalAvgPool, Flatten, LayerNorm, Residual],
-    Field(discriminator="type"),
-]
+def residual_shape(layer: Residual, state: Walk, path: tuple) -> Walk:
+    """Branch and shortcut walked from the same input, one level deeper; their outputs must match
+    (the sum is Gaussian only if both are). The finite network's branch comes before its shortcut."""
+    nesting = state.nesting + 1
+    if nesting > MAX_RESIDUAL_NESTING:
+        raise SpecError(path, f"Residual blocks nest {nesting} deep; at most {MAX_RESIDUAL_NESTING} are allowed")
+    branch = walk(layer.layers, replace(state, nesting=nesting), path + ("layers",))
+    shortcut = walk(layer.shortcut or [], replace(branch, shape=state.shape, gaussian=state.gaussian),
+                    path + ("shortcut",))
+    if branch.shape != shortcut.shape:
+        raise SpecError(path, f"the branch outputs shape {branch.shape} per point but the "
+                        f"shortcut outputs {shortcut.shape}; they must match to be summed")
+    return replace(shortcut, gaussian=branch.gaussian and shortcut.gaussian, nesting=state.nesting)
+
+
+def _check_spatial(layer, shape, path, window_ndim, field):
+    if shape is None:
+        return
+    spatial_ndim = len(shape) - 1
+    if spatial_ndim < 1:
+        raise SpecError(path, f"{layer.type} needs spatial axes, but its input has shape "
+                        f"{shape} per point (inputs are (N, L, C) or (N, H, W, C))")
+    if window_ndim is not None and window_ndim != spatial_ndim:
+        raise SpecError(path + (field,), f"{field} has {window_ndim} entries but the input has "
+                        f"{spatial_ndim} spatial axes")
+    if spatial_ndim > 2:
+        raise SpecError(path, "only 1-D and 2-D spatial inputs are supported")
+
+
+def _window_output(spatial, window, strides, padding, path, field) -> tuple[int, ...]:
+    strides = strides or [1] * len(window)
+    if len(strides) != len(window):
+        raise SpecError(path + ("strides",), f"strides has {len(strides)} entries but {field} has {len(window)}")
+    out = []
+    for n, w, s in zip(spatial, window, strides):
+        if padding == "VALID":
+            if w > n:
+                raise SpecError(path + (field,), f"window {w} is larger than the input size {n} "
+                                "with VALID padding")
+            out.append((n - w) // s + 1)
+        else:
+            out.append(-(-n // s))
+    return tuple(out)
+
+
+# -- the registry --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerType:
+    """What the spec knows of one layer type: its pydantic ``model`` (whose fields carry the
+    parameters' defaults and bounds), its ``shape`` rule, and its roles: ``affine`` (weights; a
+    Gaussian output whatever the input), ``activation`` (a Gaussian input, a non-Gaussian output),
+    ``needs_full_spatial`` (reads covariances between different positions: pooling) and
+    ``reads_variances`` (reads each point's variance at each position). The engine attaches its kernel
+    map and finite module to the same name (``PerLayerType``)."""
+
+    model: type[Layer]
+    shape: Callable[[Layer, Walk, tuple], Walk]
+    affine: bool = False
+    activation: bool = False
+    needs_full_spatial: bool = False
+    reads_variances: bool = False
+
+
+ACTIVATION_ROLES = {"activation": True, "reads_variances": True}
+
+# Every layer type, by its ``type``; in the order the spec language lists them (docs, OpenAPI).
+LAYER_REGISTRY: dict[str, LayerType] = {entry.model.__name__: entry for entry in (
+    LayerType(Dense, dense_shape, affine=True),
+    LayerType(Conv, conv_shape, affine=True),
+    LayerType(Relu, activation_shape, **ACTIVATION_ROLES),
+    LayerType(Abs, activation_shape, **ACTIVATION_ROLES),
+    LayerType(Sign, activation_shape, **ACTIVATION_ROLES),
+    LayerType(Identity, identity_shape),
+    LayerType(LeakyRelu, activation_shape, **ACTIVATION_ROLES),
+    LayerType(ABRelu, activation_shape, **ACTIVATION_ROLES),
+    LayerType(Erf, activation_shape, **ACTIVATION_ROLES),
+    LayerType(Gelu, activation_shape, **ACTIVATION_ROLES),
+    LayerType(Sin, activation_shape, **ACTIVATION_ROLES),
+    LayerType(Elementwise, activation_shape, **ACTIVATION_ROLES),
+    LayerType(AvgPool, avg_pool_shape, needs_full_spatial=True),
+    LayerType(GlobalAvgPool, global_avg_pool_shape, needs_full_spatial=True),
+    LayerType(Flatten, flatten_shape),
+    LayerType(LayerNorm, layer_norm_shape, reads_variances=True),
+    LayerType(Residual, residual_shape),
+)}
+LAYER_TYPES = {name: entry.model for name, entry in LAYER_REGISTRY.items()}
+
+
+def layer_type(layer: Layer) -> LayerType:
+    return LAYER_REGISTRY[layer.type]
+
+
+class PerLayerType(dict):
+    """One concern's rule for every registered layer type, by name: the cost model's work
+    (ntk.spec.cost), the engine's kernel map and finite module. Each rule is attached where it is
+    defined, by decorating it with ``table.of(Model, ...)``; ``complete()`` raises naming the layer
+    types still without one, so that a layer type cannot be half added."""
+
+    def __init__(self, concern: str):
+        super().__init__()
+        self.concern = concern
+
+    def of(self, *models: type[Layer]):
+        def attach(rule):
+            for model in models:
+                name = model.__name__
+                if LAYER_TYPES.get(name) is not model:
+                    raise TypeError(f"{name} is not a registered layer type (ntk.spec.architecture.LAYER_REGISTRY)")
+                if name in self:
+                    raise TypeError(f"{name} has two {self.concern}s")
+                self[name] = rule
+            return rule
+        return attach
+
+    def complete(self) -> PerLayerType:
+        missing = [name for name in LAYER_REGISTRY if name not in self]
+        if missing:
+            raise TypeError(f"layer types without a {self.concern}: {', '.join(missing)}")
+        return self
+
+
+AnyLayer = Annotated[Union[tuple(LAYER_TYPES.values())], Field(discriminator="type")]
 Residual.model_rebuild()
-
-AFFINE = (Dense, Conv)
-ACTIVATIONS = (Relu, Abs, Sign, LeakyRelu, ABRelu, Erf, Gelu, Sin, Elementwise)
-NEEDS_FULL_SPATIAL = (AvgPool, GlobalAvgPool)
-READS_VARIANCES = ACTIVATIONS + (LayerNorm,)
 
 
 class Architecture(BaseModel):
@@ -230,8 +458,8 @@ class Architecture(BaseModel):
 
     parameterization: Literal["ntk", "standard"] = "ntk"
     # max_length refuses a list longer than any accepted stack before its layers are parsed (one
-    # layer costs ~10 µs); ``check`` counts the layers inside Residual blocks too.
-    layers: Annotated[list[AnyLayer], Field(min_length=1, max_length=MAX_LAYERS)]
+    # layer costs ~10 µs); ``check`` counts the layers inside Residual blocks against the setting.
+    layers: Annotated[list[AnyLayer], Field(min_length=1, max_length=LAYERS_CEILING)]
 
     @classmethod
     def parse(cls, spec: "Architecture | dict | str") -> Architecture:
@@ -257,29 +485,31 @@ class Architecture(BaseModel):
         """Walk the stack as the kernel will, raising SpecError at the first layer that cannot run.
 
         ``input_shape`` is one point's shape (no batch axis): (d,), (L, C) or (H, W, C). Returns the
-        output shape of one point, (k,), or None when no input shape was given. ``max_layers``
-        defaults to MAX_LAYERS (NTK_MAX_LAYERS).
+        output shape of one point, (k,), or None when no input shape was given. ``max_layers``: the
+        most layers allowed, Residual blocks' included (the caller's NTK_MAX_LAYERS setting); None
+        for no limit.
         """
-        limit = MAX_LAYERS if max_layers is None else max_layers
         count = self.depth()
-        if count > limit:
-            raise SpecError(("layers",), f"the network has {count} layers; at most {limit} are allowed "
+        if max_layers is not None and count > max_layers:
+            raise SpecError(("layers",), f"the network has {count} layers; at most {max_layers} are allowed "
                             "(NTK_MAX_LAYERS)")
-        walk = _ShapeWalk(input_shape)
-        walk.run(self.layers, ("layers",), is_gaussian=False, nesting=0)
-        if walk.shape is not None and len(walk.shape) != 1:
-            raise SpecError(("layers",), f"the network output has shape {walk.shape} per point, "
+        shape = self.walk(input_shape).shape
+        if shape is not None and len(shape) != 1:
+            raise SpecError(("layers",), f"the network output has shape {shape} per point, "
                             "not (k,): add Flatten or GlobalAvgPool before the last Dense")
-        return walk.shape
+        return shape
+
+    def walk(self, input_shape: tuple[int, ...] | None) -> Walk:
+        """The walk through the whole stack from points of ``input_shape`` (see ``Walk``); raises
+        SpecError at the first layer that cannot run."""
+        return walk(self.layers, Walk(None if input_shape is None else tuple(input_shape)), ("layers",))
 
     def parameters(self, input_shape: tuple[int, ...]) -> int:
         """How many parameters a finite network of this architecture has on points of ``input_shape``
         (what a Monte Carlo estimate draws per sample): a Dense layer's fan-in × out_dim weights and a
         Conv layer's in_chan × filter taps × out_chan, plus out_dim (out_chan) biases where b_std is
         set; both paths of a Residual block. Raises SpecError as ``check`` does."""
-        walk = _ShapeWalk(input_shape)
-        walk.run(self.layers, ("layers",), is_gaussian=False, nesting=0)
-        return walk.parameters
+        return self.walk(input_shape).parameters
 
     def needs_full_spatial(self) -> bool:
         """Whether any layer needs covariances between different positions (only pooling does).
@@ -287,7 +517,7 @@ class Architecture(BaseModel):
         Every layer before a pooling layer must then track them too; we track them for the whole
         stack, which costs nothing extra after the pooling has removed the spatial axes.
         """
-        return any(isinstance(layer, NEEDS_FULL_SPATIAL) for layer in iter_layers(self.layers))
+        return any(layer_type(layer).needs_full_spatial for layer in iter_layers(self.layers))
 
     def covariances_need_full_spatial(self) -> bool:
         """Whether the per-point covariances (cov1, cov2) must keep every pair of positions too.
@@ -299,8 +529,8 @@ class Architecture(BaseModel):
         point instead of P² (CNN-GAP on 8×8 images: 1.3× faster in all).
         """
         layers = list(iter_layers(self.layers))
-        first_pool = next((i for i, layer in enumerate(layers) if isinstance(layer, NEEDS_FULL_SPATIAL)), None)
-        return first_pool is not None and any(isinstance(layer, READS_VARIANCES) for layer in layers[first_pool:])
+        first_pool = next((i for i, layer in enumerate(layers) if layer_type(layer).needs_full_spatial), None)
+        return first_pool is not None and any(layer_type(layer).reads_variances for layer in layers[first_pool:])
 
 
 def iter_layers(layers):
@@ -309,121 +539,6 @@ def iter_layers(layers):
         if isinstance(layer, Residual):
             yield from iter_layers(layer.layers)
             yield from iter_layers(layer.shortcut or [])
-
-
-class _ShapeWalk:
-    """Propagates one point's shape and Gaussianity through the stack, naming the first failure."""
-
-    def __init__(self, shape):
-        self.shape = None if shape is None else tuple(shape)
-        self.parameters = 0  # of the finite network, counted where the shape is known
-
-    def run(self, layers, path, is_gaussian: bool, nesting: int) -> bool:
-        for i, layer in enumerate(layers):
-            is_gaussian = self.step(layer, path + (i,), is_gaussian, nesting)
-        return is_gaussian
-
-    def step(self, layer, path, is_gaussian: bool, nesting: int) -> bool:
-        shape = self.shape
-        if isinstance(layer, ACTIVATIONS):
-            if not is_gaussian:
-                raise SpecError(path, f"{layer.type} needs a Gaussian input: put a Dense or Conv "
-                                "directly before it (an activation cannot act on the input or on "
-                                "another activation's output)")
-            return False
-        if isinstance(layer, Dense):
-            if shape is not None:
-                self.shape = shape[:-1] + (layer.out_dim,)
-                self.parameters += (shape[-1] + (layer.b_std is not None)) * layer.out_dim
-            return True
-        if isinstance(layer, Conv):
-            self._check_spatial(layer, path, len(layer.filter_shape), "filter_shape")
-            if shape is not None:
-                spatial = _window_output(shape[:-1], layer.filter_shape, layer.strides, layer.padding,
-                                         path, "filter_shape")
-                self.shape = spatial + (layer.out_chan,)
-                fan_in = shape[-1] * prod(layer.filter_shape)
-                self.parameters += (fan_in + (layer.b_std is not None)) * layer.out_chan
-            return True
-        if isinstance(layer, AvgPool):
-            self._check_spatial(layer, path, len(layer.window_shape), "window_shape")
-            if shape is not None:
-                self.shape = _window_output(shape[:-1], layer.window_shape, layer.strides,
-                                            layer.padding, path, "window_shape") + shape[-1:]
-            return is_gaussian
-        if isinstance(layer, GlobalAvgPool):
-            self._check_spatial(layer, path, None, None)
-            if shape is not None:
-                self.shape = shape[-1:]
-            return is_gaussian
-        if isinstance(layer, Flatten):
-            if shape is not None:
-                size = 1
-                for n in shape:
-                    size *= n
-                self.shape = (size,)
-            return is_gaussian
-        if isinstance(layer, LayerNorm):
-            if not is_gaussian:
-                raise SpecError(path, "LayerNorm needs a Gaussian input: put a Dense or Conv before it")
-            if shape is not None:
-                ndim = len(shape) + 1  # axes count over the whole (N, ..., C) array, as in stax
-                axes = set()
-                for a in layer.axis:
-                    if not -ndim <= a < ndim or a % ndim == 0:
-                        raise SpecError(path + ("axis",), f"axis {a} is not a spatial or channel axis "
-                                        f"of inputs shaped (N, {', '.join(map(str, shape))})")
-                    axes.add(a % ndim)
-                if ndim - 1 not in axes:
-                    raise SpecError(path + ("axis",), "LayerNorm must normalize over the channel "
-                                    "axis (-1) for the infinite-width kernel to exist")
-            return is_gaussian
-        if isinstance(layer, Identity):
-            return is_gaussian
-        if isinstance(layer, Residual):
-            if nesting + 1 > MAX_RESIDUAL_NESTING:
-                raise SpecError(path, f"Residual blocks nest {nesting + 1} deep; at most "
-                                f"{MAX_RESIDUAL_NESTING} are allowed")
-            branch = _ShapeWalk(shape)
-            g_branch = branch.run(layer.layers, path + ("layers",), is_gaussian, nesting + 1)
-            shortcut = _ShapeWalk(shape)
-            g_short = shortcut.run(layer.shortcut or [], path + ("shortcut",), is_gaussian, nesting + 1)
-            if branch.shape != shortcut.shape:
-                raise SpecError(path, f"the branch outputs shape {branch.shape} per point but the "
-                                f"shortcut outputs {shortcut.shape}; they must match to be summed")
-            self.shape = branch.shape
-            self.parameters += branch.parameters + shortcut.parameters
-            return g_branch and g_short
-        raise AssertionError(f"unhandled layer {layer.type}")
-
-    def _check_spatial(self, layer, path, window_ndim, field):
-        if self.shape is None:
-            return
-        spatial_ndim = len(self.shape) - 1
-        if spatial_ndim < 1:
-            raise SpecError(path, f"{layer.type} needs spatial axes, but its input has shape "
-                            f"{self.shape} per point (inputs are (N, L, C) or (N, H, W, C))")
-        if window_ndim is not None and window_ndim != spatial_ndim:
-            raise SpecError(path + (field,), f"{field} has {window_ndim} entries but the input has "
-                            f"{spatial_ndim} spatial axes")
-        if spatial_ndim > 2:
-            raise SpecError(path, "only 1-D and 2-D spatial inputs are supported")
-
-
-def _window_output(spatial, window, strides, padding, path, field) -> tuple[int, ...]:
-    strides = strides or [1] * len(window)
-    if len(strides) != len(window):
-        raise SpecError(path + ("strides",), f"strides has {len(strides)} entries but {field} has {len(window)}")
-    out = []
-    for n, w, s in zip(spatial, window, strides):
-        if padding == "VALID":
-            if w > n:
-                raise SpecError(path + (field,), f"window {w} is larger than the input size {n} "
-                                "with VALID padding")
-            out.append((n - w) // s + 1)
-        else:
-            out.append(-(-n // s))
-    return tuple(out)
 
 
 def same_pads(n: int, window: int, stride: int) -> tuple[int, int]:
@@ -443,10 +558,6 @@ def validation_errors(error: ValidationError) -> list[dict]:
         holder = layer_model(e["loc"]) or (Architecture if len(e["loc"]) == 1 else None)
         out.append(suggest({"path": format_path(loc) or "$", "message": e["msg"]}, e, holder))
     return out
-
-
-LAYER_TYPES = {m.__name__: m for m in (Dense, Conv, Relu, Abs, Sign, Identity, LeakyRelu, ABRelu, Erf, Gelu, Sin,
-                                       Elementwise, AvgPool, GlobalAvgPool, Flatten, LayerNorm, Residual)}
 
 
 def spelling(name: str) -> str:

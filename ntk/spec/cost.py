@@ -156,6 +156,11 @@ class _Shape:
                     LIVE_COPIES * self.pair_entries * self.dtype_bytes)
 
 
+# Each layer type's work: its rule, a function (layer, shape) -> Work that also moves the shape past the layer.
+LAYER_WORK = S.PerLayerType("cost rule")
+
+
+@LAYER_WORK.of(S.Dense)
 def dense(layer: S.Dense, s: _Shape) -> Work:
     """K' = w² K + b², Θ' = K' + w² Θ: one pass (two with a bias) over each kernel entry."""
     return _affine(s, layer.b_std is not None, layer.out_dim)
@@ -167,6 +172,7 @@ def _affine(s: _Shape, bias: bool, width: int) -> Work:
     return work
 
 
+@LAYER_WORK.of(S.Conv)
 def conv(layer: S.Conv, s: _Shape) -> Work:
     """Per spatial axis one shifted add per filter tap (same tap at both ends of a position pair),
     on NNGP and NTK, then Dense's affine: (Σ_axes w_a)·TAP_PASS·kernels + dense, per output entry."""
@@ -178,6 +184,7 @@ def conv(layer: S.Conv, s: _Shape) -> Work:
     return work + _affine(s, layer.b_std is not None, layer.out_chan)
 
 
+@LAYER_WORK.of(S.Relu, S.LeakyRelu, S.ABRelu, S.Abs)
 def rectifier(layer, s: _Shape) -> Work:
     """Relu, LeakyRelu, ABRelu, Abs: the arc-cosine map (~RECTIFIER units) per NNGP entry, Θ·dot one
     pass; the covariances by the cheap diagonal map."""
@@ -185,6 +192,7 @@ def rectifier(layer, s: _Shape) -> Work:
                 14 * OP_OVERHEAD, LIVE_COPIES * s.pair_entries * s.dtype_bytes)
 
 
+@LAYER_WORK.of(S.Erf, S.Gelu, S.Sin, S.Sign)
 def closed_form(layer, s: _Shape) -> Work:
     """Erf, Gelu, Sin, Sign: their closed forms (CLOSED_FORM units per entry) on NNGP and on the
     covariances, plus the identical-points snap and Θ·dot."""
@@ -193,6 +201,7 @@ def closed_form(layer, s: _Shape) -> Work:
                 LIVE_COPIES * s.pair_entries * s.dtype_bytes)
 
 
+@LAYER_WORK.of(S.Elementwise)
 def quadrature(layer: S.Elementwise, s: _Shape) -> Work:
     """Elementwise(fn, degree): degree² evaluations of φ (and φ') per NNGP entry, QUADRATURE_NODE
     units each; the covariances by the 1-D rule (4·degree units), or the 2-D one when they keep
@@ -209,11 +218,13 @@ def quadrature(layer: S.Elementwise, s: _Shape) -> Work:
                 LIVE_COPIES * s.pair_entries * s.dtype_bytes, 6 * QUADRATURE_CHUNK_ELEMENTS * s.dtype_bytes)
 
 
+@LAYER_WORK.of(S.LayerNorm)
 def layer_norm(layer: S.LayerNorm, s: _Shape) -> Work:
     """K' = K / sqrt((ε + v) (ε + v')): the scale's two passes, one product per kernel."""
     return s.streamed(PASS * (2 + s.kernels), kernels=1, ops=12)
 
 
+@LAYER_WORK.of(S.AvgPool)
 def avg_pool(layer: S.AvgPool, s: _Shape) -> Work:
     """Per spatial axis, one shifted add per window offset at each end of a position pair
     (2·Σ_axes w taps), then the 1/|w|² scale, on the pooled (output) entries."""
@@ -223,6 +234,7 @@ def avg_pool(layer: S.AvgPool, s: _Shape) -> Work:
     return s.streamed(PASS * (taps + 1), kernels=1 + s.ntk, ops=3 * taps)
 
 
+@LAYER_WORK.of(S.GlobalAvgPool)
 def global_avg_pool(layer: S.GlobalAvgPool, s: _Shape) -> Work:
     """K' = mean over every pair of positions: one read of each kernel tensor."""
     work = s.streamed(PASS, kernels=1 + s.ntk, ops=3)
@@ -230,6 +242,7 @@ def global_avg_pool(layer: S.GlobalAvgPool, s: _Shape) -> Work:
     return work
 
 
+@LAYER_WORK.of(S.Flatten)
 def flatten(layer: S.Flatten, s: _Shape) -> Work:
     """K' = mean over equal positions: reads P numbers per pair (the diagonal when P² are kept)."""
     work = Work(PASS * (1 + s.ntk) * s.positions, PASS * s.positions, 3 * OP_OVERHEAD)
@@ -238,11 +251,13 @@ def flatten(layer: S.Flatten, s: _Shape) -> Work:
     return work
 
 
+@LAYER_WORK.of(S.Identity)
 def identity(layer, s: _Shape) -> Work:
     """y = x: nothing."""
     return Work()
 
 
+@LAYER_WORK.of(S.Residual)
 def residual(layer: S.Residual, s: _Shape) -> Work:
     """Branch and shortcut run on the same input; their kernels are summed (one pass each)."""
     branch, shortcut = _copy(s), _copy(s)
@@ -256,12 +271,7 @@ def _copy(s: _Shape) -> _Shape:
     return _Shape(**s.__dict__)
 
 
-LAYER_WORK = {
-    "Dense": dense, "Conv": conv, "AvgPool": avg_pool, "GlobalAvgPool": global_avg_pool, "Flatten": flatten,
-    "LayerNorm": layer_norm, "Identity": identity, "Residual": residual, "Elementwise": quadrature,
-    "Relu": rectifier, "LeakyRelu": rectifier, "ABRelu": rectifier, "Abs": rectifier,
-    "Erf": closed_form, "Gelu": closed_form, "Sin": closed_form, "Sign": closed_form,
-}
+LAYER_WORK.complete()
 
 
 def _stack(layers, s: _Shape) -> Work:
@@ -455,35 +465,8 @@ def tile_side(arch: S.Architecture, point_shape: tuple[int, ...], seconds_per_un
 
 def network_flops(arch: S.Architecture, point_shape: tuple[int, ...]) -> list[tuple[int, int, int, int, int]]:
     """Every affine layer of the finite network as (fan_in channels, taps, out channels, input
-    positions, output positions), in forward order, Residual paths included."""
-    out: list[tuple[int, int, int, int, int]] = []
-
-    def walk(layers, shape):
-        for layer in layers:
-            if isinstance(layer, S.Dense):
-                positions = math.prod(shape[:-1])
-                out.append((shape[-1], 1, layer.out_dim, positions, positions))
-                shape = shape[:-1] + (layer.out_dim,)
-            elif isinstance(layer, S.Conv):
-                strides = layer.strides or [1] * len(layer.filter_shape)
-                spatial = S._window_output(shape[:-1], layer.filter_shape, strides, layer.padding, (), "")
-                out.append((shape[-1], math.prod(layer.filter_shape), layer.out_chan, math.prod(shape[:-1]),
-                            math.prod(spatial)))
-                shape = spatial + (layer.out_chan,)
-            elif isinstance(layer, S.AvgPool):
-                strides = layer.strides or [1] * len(layer.window_shape)
-                shape = S._window_output(shape[:-1], layer.window_shape, strides, layer.padding, (), "") + shape[-1:]
-            elif isinstance(layer, S.GlobalAvgPool):
-                shape = shape[-1:]
-            elif isinstance(layer, S.Flatten):
-                shape = (math.prod(shape),)
-            elif isinstance(layer, S.Residual):
-                shape = walk(layer.layers, shape)
-                walk(layer.shortcut or [], shape)
-        return shape
-
-    walk(arch.layers, tuple(point_shape))
-    return out
+    positions, output positions), in forward order, Residual paths included (the shape walk's)."""
+    return list(arch.walk(point_shape).affine)
 
 
 def monte_carlo_cost(arch: S.Architecture, point_shape: tuple[int, ...], n1: int, n2: int | None, samples: int,

@@ -46,13 +46,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .architecture import (ACTIVATIONS, LAYER_TYPES, MAX_LAYERS, AnyLayer, Architecture, LayerAdapter, SpecError,
-                   iter_layers, validation_errors)
+from .architecture import (LAYER_REGISTRY, LAYER_TYPES, LAYERS_CEILING, AnyLayer, Architecture, LayerAdapter,
+                           SpecError, iter_layers, validation_errors)
 
 # The most architectures one sweep may expand to (the service's NTK_MAX_SWEEP_ARCHITECTURES).
 MAX_ARCHITECTURES = 1024
 PARTS = ("stem", "block", "readout")
-ACTIVATION_TYPES = {model.__name__ for model in ACTIVATIONS}
+ACTIVATION_TYPES = {name for name, entry in LAYER_REGISTRY.items() if entry.activation}
 
 
 class Stack(BaseModel):
@@ -61,10 +61,10 @@ class Stack(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     parameterization: Literal["ntk", "standard"] = "ntk"
-    stem: Annotated[list[AnyLayer], Field(max_length=MAX_LAYERS)] = []
-    block: Annotated[list[AnyLayer], Field(min_length=1, max_length=MAX_LAYERS)]
-    depth: Annotated[int, Field(ge=0, le=MAX_LAYERS)] = 1
-    readout: Annotated[list[AnyLayer], Field(min_length=1, max_length=MAX_LAYERS)]
+    stem: Annotated[list[AnyLayer], Field(max_length=LAYERS_CEILING)] = []
+    block: Annotated[list[AnyLayer], Field(min_length=1, max_length=LAYERS_CEILING)]
+    depth: Annotated[int, Field(ge=0, le=LAYERS_CEILING)] = 1
+    readout: Annotated[list[AnyLayer], Field(min_length=1, max_length=LAYERS_CEILING)]
 
 
 class SweepTooLarge(SpecError):
@@ -86,8 +86,11 @@ class SweepPoint:
 
 def expand(base: Mapping | Architecture | Stack | None = None, grid: Mapping[str, Sequence] | None = None,
            architectures: Sequence | Mapping | None = None, *,
-           max_architectures: int = MAX_ARCHITECTURES) -> list[SweepPoint]:
+           max_architectures: int = MAX_ARCHITECTURES, max_layers: int = LAYERS_CEILING) -> list[SweepPoint]:
     """The sweep's architectures with their row keys: ``base`` × ``grid``, or an explicit list.
+    ``max_layers`` bounds a stack's depth and the layers its repeated blocks make (the service's
+    NTK_MAX_LAYERS; the depth of every architecture, Residual blocks' layers included, is the
+    caller's to check).
 
     Raises SpecError (path ``grid.<key>``, ``grid`` with the combination at fault, ``base`` or
     ``architectures[i]``) for a key no layer takes or a combination that does not make a valid
@@ -113,7 +116,7 @@ def expand(base: Mapping | Architecture | Stack | None = None, grid: Mapping[str
     for combination in itertools.product(*grid.values()):
         key = dict(zip(grid, combination))
         try:
-            points.append(SweepPoint(key, _build(base, key, layers)))
+            points.append(SweepPoint(key, _build(base, key, layers, max_layers)))
         except SpecError as error:
             message = error.errors[0]
             where = f"{message['path']}: " if message["path"] else ""
@@ -179,7 +182,7 @@ def _parts(base: Architecture | Stack) -> tuple[str, ...]:
     return PARTS if isinstance(base, Stack) else ("layers",)
 
 
-def _build(base: Architecture | Stack, values: dict, layers_made: dict) -> Architecture:
+def _build(base: Architecture | Stack, values: dict, layers_made: dict, max_layers: int) -> Architecture:
     """The architecture ``base`` with the grid ``values`` applied: the activation first, so that
     its parameters in the grid land on it. Equal layers are one object (``layers_made``, by their
     parameters), within the architecture and across the sweep: the sweep's trie reads each once."""
@@ -195,8 +198,11 @@ def _build(base: Architecture | Stack, values: dict, layers_made: dict) -> Archi
         parts[part] = [_layer(layer, layers_made, (part, i)) for i, layer in enumerate(layers)]
     if isinstance(base, Stack):
         depth = values.get("depth", base.depth)
-        if not isinstance(depth, int) or isinstance(depth, bool) or not 0 <= depth <= MAX_LAYERS:
-            raise SpecError(("depth",), f"must be an integer from 0 to {MAX_LAYERS}, got {depth!r}")
+        if not isinstance(depth, int) or isinstance(depth, bool) or not 0 <= depth <= max_layers:
+            raise SpecError(("depth",), f"must be an integer from 0 to {max_layers}, got {depth!r}")
+        if len(parts["block"]) * depth > max_layers:  # before the list is made
+            raise SpecError(("depth",), f"{depth} blocks of {len(parts['block'])} layers are more than the "
+                            f"{max_layers} layers allowed (NTK_MAX_LAYERS)")
         layers = parts["stem"] + parts["block"] * depth + parts["readout"]
     else:
         layers = parts["layers"]

@@ -53,18 +53,20 @@ import jax  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import neural_tangents as nt  # noqa: E402
-from neural_tangents import stax  # noqa: E402
 from neural_tangents._src import predict as nt_predict  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+from nt_bridge import to_stax  # noqa: E402  (the translation the kernel fixtures and the NT benchmark use)
+
 OUT_DIR = ROOT / "tests" / "fixtures" / "predict"
 KERNELS = ("nngp", "ntk")
 PAIRS = ("train_train", "test_train", "test_test")
 
 # ---------------------------------------------------------------------------------------------
-# Architectures: SPEC §2 JSON and the same network built with stax directly.
+# Architectures: SPEC §2 JSON, built with stax by the shared bridge (bench/nt_bridge.py).
 # ---------------------------------------------------------------------------------------------
 
 ARCHS = {
@@ -73,8 +75,6 @@ ARCHS = {
             {"type": "Dense", "out_dim": 512, "w_std": 1.5, "b_std": 0.05},
             {"type": "Relu"},
             {"type": "Dense", "out_dim": 1, "w_std": 1.5, "b_std": 0.05}]},
-        stax=lambda: stax.serial(stax.Dense(512, W_std=1.5, b_std=0.05), stax.Relu(),
-                                 stax.Dense(1, W_std=1.5, b_std=0.05)),
         x_shape=(4,), n_train=12, n_test=6,
         desc="Dense(512,1.5,.05)-Relu-Dense(1,1.5,.05), ntk parameterization, x in R^4"),
     "fcerf": dict(
@@ -84,10 +84,6 @@ ARCHS = {
             {"type": "Dense", "out_dim": 256, "w_std": 1.3, "b_std": 0.1},
             {"type": "Erf"},
             {"type": "Dense", "out_dim": 1, "w_std": 1.0}]},
-        stax=lambda: stax.serial(
-            stax.Dense(256, W_std=1.3, b_std=0.1, parameterization="standard"), stax.Erf(),
-            stax.Dense(256, W_std=1.3, b_std=0.1, parameterization="standard"), stax.Erf(),
-            stax.Dense(1, W_std=1.0, parameterization="standard")),
         x_shape=(3,), n_train=9, n_test=5,
         desc="2x[Dense(256,1.3,.1)-Erf]-Dense(1,1.0), standard parameterization, x in R^3"),
     "cnn": dict(
@@ -99,10 +95,6 @@ ARCHS = {
             {"type": "Relu"},
             {"type": "Flatten"},
             {"type": "Dense", "out_dim": 1, "w_std": 1.2}]},
-        stax=lambda: stax.serial(
-            stax.Conv(8, (3, 3), padding="SAME", W_std=1.4, b_std=0.1), stax.Relu(),
-            stax.Conv(8, (2, 2), W_std=1.4, b_std=0.1), stax.Relu(), stax.Flatten(),
-            stax.Dense(1, W_std=1.2)),
         x_shape=(4, 4, 2), n_train=8, n_test=4,
         desc="Conv(8,3x3,SAME)-Relu-Conv(8,2x2,VALID)-Relu-Flatten-Dense(1), NHWC 4x4x2"),
 }
@@ -285,7 +277,7 @@ def main(argv=None):
     blocks = {}
     for arch, a in ARCHS.items():
         x_train, x_test, ys = data[arch]
-        blocks[arch] = kernel_blocks(a["stax"]()[2], x_train, x_test)
+        blocks[arch] = kernel_blocks(to_stax(a["spec"])[2], x_train, x_test)
 
     # Sanity: NT's ensemble on the stored blocks == NT's ensemble on its own kernel_fn.
     for arch, a in ARCHS.items():
@@ -293,7 +285,7 @@ def main(argv=None):
         for mode in ("ntk", "nngp"):
             for t in (None, [0.5, 50.0]):
                 ref = nt.predict.gradient_descent_mse_ensemble(
-                    a["stax"]()[2], x_train, jnp.asarray(ys[3]), learning_rate=0.5,
+                    to_stax(a["spec"])[2], x_train, jnp.asarray(ys[3]), learning_rate=0.5,
                     diag_reg=1e-3)(t, x_test, get=mode, compute_cov=True)
                 m, c, _ = nt_predict_case(blocks[arch], x_train, x_test, ys[3], mode, t, 0.5,
                                           1e-3, False, True)

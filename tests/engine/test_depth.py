@@ -14,26 +14,23 @@ import pytest
 import torch
 
 from ntk.engine import kernel_fn
-from ntk.spec import architecture as spec
-from ntk.spec.architecture import MAX_LAYERS, Architecture, LayerAdapter, SpecError
+from ntk.core.settings import Settings
+from ntk.spec.architecture import MAX_LAYERS, Architecture, SpecError
 
 W_STD = math.sqrt(2.0)
 
 
 @pytest.fixture
-def relu_stack(monkeypatch):
+def relu_stack():
     """``Dense 64 (w_std √2, b_std 0) + Relu`` × depth, then Dense 1: the issue's example.
 
-    Depth 1000 is 2001 layers, past NTK_MAX_LAYERS' default of 1024, so the limit is raised here
-    as an operator would (the list is built without the parser's length check, which the
-    variable sets at import)."""
-    monkeypatch.setattr(spec, "MAX_LAYERS", 4096)
+    Depth 1000 is 2001 layers, past NTK_MAX_LAYERS' default of 1024: a limit the service applies
+    (the engine computes any depth it can parse)."""
     block = [{"type": "Dense", "out_dim": 64, "w_std": W_STD, "b_std": 0.0}, {"type": "Relu"}]
 
     def build(depth: int) -> Architecture:
         layers = block * depth + [{"type": "Dense", "out_dim": 1, "w_std": W_STD, "b_std": 0.0}]
-        return Architecture.model_construct(parameterization="ntk",
-                                            layers=[LayerAdapter.validate_python(layer) for layer in layers])
+        return Architecture.parse({"layers": layers})
 
     return build
 
@@ -151,14 +148,16 @@ def test_depth_1000_is_finite(block):
 
 
 def test_depth_limit_is_the_setting():
-    """NTK_MAX_LAYERS (default 1024) counts layers inside Residual blocks too."""
-    assert MAX_LAYERS == 1024  # the test environment does not set NTK_MAX_LAYERS
+    """NTK_MAX_LAYERS (default 1024), passed from the settings, counts layers inside Residual blocks too."""
+    limit = Settings().max_layers
+    assert limit == MAX_LAYERS == 1024  # the test environment does not set NTK_MAX_LAYERS
     dense = {"type": "Dense", "out_dim": 2}
-    Architecture.parse({"layers": [dense] * 1024}).check((2,))
+    Architecture.parse({"layers": [dense] * 1024}).check((2,), max_layers=limit)
     nested = Architecture.parse({"layers": [{"type": "Residual", "layers": [dense] * 1000}, *[dense] * 24]})
     assert nested.depth() == 1025
     with pytest.raises(SpecError, match="1025 layers; at most 1024 .*NTK_MAX_LAYERS"):
-        nested.check((2,))
+        nested.check((2,), max_layers=limit)
+    nested.check((2,))  # no limit: the engine's own check
     with pytest.raises(SpecError, match="at most 30"):
         Architecture.parse({"layers": [dense] * 31}).check((2,), max_layers=30)
 

@@ -5,13 +5,14 @@ import pytest
 from pydantic import ValidationError
 
 from ntk.engine import Architecture, NonFiniteKernel, SpecError, kernel_fn, validation_errors
+from ntk.spec.architecture import MAX_LAYERS
 
 DENSE = {"type": "Dense", "out_dim": 4}
 
 
 def errors_of(spec, shape=None):
     try:
-        Architecture.parse(spec).check(shape)
+        Architecture.parse(spec).check(shape, max_layers=MAX_LAYERS)
     except ValidationError as e:
         return validation_errors(e)
     except SpecError as e:

@@ -17,6 +17,14 @@ from service_helpers import MLP
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
 def test_serve_without_redis_embeds_valkey_and_stops_every_child(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -42,13 +50,13 @@ def test_serve_without_redis_embeds_valkey_and_stops_every_child(tmp_path):
         assert r.status_code == 200, r.text
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
-        time.sleep(0.5)
-        try:
-            os.killpg(proc.pid, 0)
-            survivors = subprocess.run(["ps", "-o", "pid,cmd", "-g", str(proc.pid)], capture_output=True, text=True).stdout
-            raise AssertionError(f"children outlived ntk serve:\n{survivors}")
-        except ProcessLookupError:
-            pass
+        deadline = time.monotonic() + 10  # the group empties as its last processes are reaped
+        while group_alive(proc.pid):
+            if time.monotonic() > deadline:
+                survivors = subprocess.run(["ps", "-o", "pid,cmd", "-g", str(proc.pid)], capture_output=True,
+                                           text=True).stdout
+                raise AssertionError(f"children outlived ntk serve:\n{survivors}")
+            time.sleep(0.05)
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -71,7 +71,8 @@ def expanded(settings: Settings, body: SweepRequest) -> list[SweepPoint]:
         limits.within(settings, "max_sweep_architectures", math.prod(map(len, (body.grid or {}).values())), "grid",
                       "the number of architectures (the product of the grid's lists)")
     try:
-        points = expand(body.base, body.grid, body.architectures, max_architectures=settings.max_sweep_architectures)
+        points = expand(body.base, body.grid, body.architectures, max_architectures=settings.max_sweep_architectures,
+                        max_layers=settings.max_layers)
     except SpecError as e:
         raise spec_problem(e.errors) from None
     for point in points:

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from ntk.spec import architecture as spec
 from ntk.spec.cost import QUADRATURE_CHUNK_ELEMENTS  # elements of one quadrature temporary (entries × inner nodes)
+from .table import LAYERS
 from ..state import KernelState, pair_ends, position_variances, variance_pairs
 
 PairFn = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
@@ -137,21 +138,25 @@ def ab_relu_pair(a: float, b: float) -> PairFn:
     return pair
 
 
+@LAYERS.of(spec.ABRelu)
 def ab_relu(layer: spec.ABRelu, k: KernelState, parameterization: str) -> KernelState:
     """ABRelu(a, b) = a·min(x, 0) + b·max(x, 0); on the diagonal K' = (a² + b²)/2 · q."""
     return _rectifier(layer.a, layer.b, k)
 
 
+@LAYERS.of(spec.Relu)
 def relu(layer: spec.Relu, k: KernelState, parameterization: str) -> KernelState:
     """Relu = ABRelu(0, 1): the arc-cosine kernel of degree 1."""
     return _rectifier(0.0, 1.0, k)
 
 
+@LAYERS.of(spec.LeakyRelu)
 def leaky_relu(layer: spec.LeakyRelu, k: KernelState, parameterization: str) -> KernelState:
     """LeakyRelu(α) = ABRelu(α, 1)."""
     return _rectifier(layer.alpha, 1.0, k)
 
 
+@LAYERS.of(spec.Abs)
 def abs_(layer: spec.Abs, k: KernelState, parameterization: str) -> KernelState:
     """Abs = ABRelu(−1, 1)."""
     return _rectifier(-1.0, 1.0, k)
@@ -187,6 +192,7 @@ def erf_pair(a: float, b: float, c: float) -> PairFn:
     return pair
 
 
+@LAYERS.of(spec.Erf)
 def erf(layer: spec.Erf, k: KernelState, parameterization: str) -> KernelState:
     """Erf(a, b, c): y = a·erf(b x) + c; on the diagonal K' = a² (2/π) arctan(q̃ / sqrt(q̃ + 1/4)) + c².
 
@@ -229,6 +235,7 @@ def _gelu_diagonal(q: Tensor) -> Tensor:
     return (out / math.pi + 0.25) * q
 
 
+@LAYERS.of(spec.Gelu)
 def gelu(layer: spec.Gelu, k: KernelState, parameterization: str) -> KernelState:
     """Gelu(approximate): y = x·Φ(x). ``approximate`` (the tanh form) changes only the finite-width
     function in neural-tangents, not its kernel, so it is ignored here too.
@@ -254,6 +261,7 @@ def sin_pair(a: float, b: float, c: float) -> PairFn:
     return pair
 
 
+@LAYERS.of(spec.Sin)
 def sin(layer: spec.Sin, k: KernelState, parameterization: str) -> KernelState:
     """Sin(a, b, c): y = a·sin(b x + c); on the diagonal K' = a²/2 · (1 − exp(−2 b² q) cos 2c).
 
@@ -267,6 +275,7 @@ def sin(layer: spec.Sin, k: KernelState, parameterization: str) -> KernelState:
     return apply_elementwise(k, sin_pair(layer.a, layer.b, layer.c), diagonal)
 
 
+@LAYERS.of(spec.Sign)
 def sign(layer: spec.Sign, k: KernelState, parameterization: str) -> KernelState:
     """Sign: y = sign(x). K' = 1 − 2θ/π with θ the angle between u and v (θ = π/2 when either
     variance is 0, so K' = 0 there). Its derivative vanishes almost everywhere, so Θ' = 0.
@@ -488,6 +497,7 @@ def quadrature_diagonal(fn: Callable[[Tensor], Tensor], degree: int) -> Callable
     return diagonal
 
 
+@LAYERS.of(spec.Elementwise)
 def elementwise_numerical(layer: spec.Elementwise, k: KernelState, parameterization: str) -> KernelState:
     """Elementwise(fn, degree): φ by numerical quadrature (``quadrature_pair``), K' = E[φ(u)φ(v)],
     Θ' = Θ · E[φ'(u)φ'(v)], with φ' analytic. Per-point covariances use the 1-D rule when only

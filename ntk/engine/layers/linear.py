@@ -13,9 +13,11 @@ import torch
 from torch import Tensor
 
 from ntk.spec import architecture as spec
+from .table import LAYERS
 from ..state import KernelState, variance_pairs
 
 
+@LAYERS.of(spec.Dense)
 def dense(layer: spec.Dense, k: KernelState, parameterization: str) -> KernelState:
     """y = W x / sqrt(n) + b  (NTK parameterization), W, b ~ N(0, w_std²), N(0, b_std²).
 
@@ -31,6 +33,7 @@ def dense(layer: spec.Dense, k: KernelState, parameterization: str) -> KernelSta
     return out.replace(channels=layer.out_dim, is_gaussian=True, is_input=False)
 
 
+@LAYERS.of(spec.Conv)
 def conv(layer: spec.Conv, k: KernelState, parameterization: str) -> KernelState:
     """A convolution is a Dense layer applied to every patch, the filter's weights shared.
 
@@ -58,6 +61,7 @@ def conv(layer: spec.Conv, k: KernelState, parameterization: str) -> KernelState
     )
 
 
+@LAYERS.of(spec.AvgPool)
 def avg_pool(layer: spec.AvgPool, k: KernelState, parameterization: str) -> KernelState:
     """Average over windows: K'[I, I'] = 1/|w|² Σ_{a, a'} K[s·I + a, s·I' + a'], per spatial axis.
 
@@ -78,6 +82,7 @@ def avg_pool(layer: spec.AvgPool, k: KernelState, parameterization: str) -> Kern
         ntk=None if k.ntk is None else pool(k.ntk, 2, True), spatial_shape=spatial_shape)
 
 
+@LAYERS.of(spec.GlobalAvgPool)
 def global_avg_pool(layer: spec.GlobalAvgPool, k: KernelState, parameterization: str) -> KernelState:
     """The mean over all positions: K' = mean_{i, i'} K[i, i'] (every pair of positions)."""
     def mean(c: Tensor, batch_ndim: int, full_spatial: bool) -> Tensor:
@@ -90,6 +95,7 @@ def global_avg_pool(layer: spec.GlobalAvgPool, k: KernelState, parameterization:
         cov_full_spatial=False)
 
 
+@LAYERS.of(spec.Flatten)
 def flatten(layer: spec.Flatten, k: KernelState, parameterization: str) -> KernelState:
     """Positions become channels: K' = mean_i K[i, i] (equal positions only).
 
@@ -111,6 +117,7 @@ def flatten(layer: spec.Flatten, k: KernelState, parameterization: str) -> Kerne
     )
 
 
+@LAYERS.of(spec.LayerNorm)
 def layer_norm(layer: spec.LayerNorm, k: KernelState, parameterization: str) -> KernelState:
     """Normalize each point by its standard deviation over ``axis`` (channels always included).
 
@@ -130,6 +137,7 @@ def layer_norm(layer: spec.LayerNorm, k: KernelState, parameterization: str) -> 
     )
 
 
+@LAYERS.of(spec.Identity)
 def identity(layer: spec.Identity, k: KernelState, parameterization: str) -> KernelState:
     """y = x."""
     return k
