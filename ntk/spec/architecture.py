@@ -356,16 +356,20 @@ def _window_output(spatial, window, strides, padding, path, field) -> tuple[int,
     strides = strides or [1] * len(window)
     if len(strides) != len(window):
         raise SpecError(path + ("strides",), f"strides has {len(strides)} entries but {field} has {len(window)}")
-    out = []
-    for n, w, s in zip(spatial, window, strides):
-        if padding == "VALID":
+    if padding == "VALID":
+        for n, w in zip(spatial, window):
             if w > n:
                 raise SpecError(path + (field,), f"window {w} is larger than the input size {n} "
                                 "with VALID padding")
-            out.append((n - w) // s + 1)
-        else:
-            out.append(-(-n // s))
-    return tuple(out)
+    return window_output(spatial, window, strides, padding)
+
+
+def window_output(spatial, window, strides, padding) -> tuple[int, ...]:
+    """The positions a window (a Conv filter, a pool) takes on each spatial axis: ⌊(n − w)/s⌋ + 1
+    with VALID padding, ⌈n/s⌉ with SAME and CIRCULAR (XLA's convention, as neural-tangents)."""
+    if padding == "VALID":
+        return tuple((n - w) // s + 1 for n, w, s in zip(spatial, window, strides))
+    return tuple(-(-n // s) for n, s in zip(spatial, strides))
 
 
 # -- the registry --------------------------------------------------------------------------------

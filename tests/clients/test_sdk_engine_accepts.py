@@ -64,3 +64,36 @@ def test_avgpool_strides_default_to_one_as_documented():
     terse = ntk((2, 2))
     assert bool((terse == ntk((2, 2), strides=(1, 1))).all())
     assert not bool((terse == ntk((2, 2), strides=(2, 2))).all())
+
+
+# The builder's names for a spec field, where they differ: Residual(*branch) fills "layers".
+BUILDER_NAMES = {("Residual", "layers"): "branch"}
+
+
+def test_every_registered_layer_type_has_a_builder_with_its_fields_and_defaults():
+    """The SDK cannot import the server, so its builders are written by hand: this keeps them in
+    step with the spec registry (ntk.spec.architecture), field for field and default for default."""
+    import inspect
+
+    from ntk.spec.architecture import LAYER_TYPES
+
+    for name, model in LAYER_TYPES.items():
+        builder = getattr(stax, name, None)
+        assert builder is not None, f"ntk_client.stax has no builder for {name}"
+        params = inspect.signature(builder).parameters
+        for field, info in model.model_fields.items():
+            if field == "type":
+                continue
+            param = params[BUILDER_NAMES.get((name, field), field)]
+            if isinstance(param.default, stax._Default):
+                assert stax._jsonable(param.default.value) == info.default, (name, field)
+        assert len(params) == len(model.model_fields) - 1, (name, sorted(params))
+
+
+def test_the_neural_tangents_bridge_translates_every_registered_layer_type():
+    from pathlib import Path
+
+    from ntk.spec.architecture import LAYER_TYPES
+
+    bridge = (Path(__file__).parents[2] / "bench" / "nt_bridge.py").read_text()
+    assert [name for name in LAYER_TYPES if f'"{name}"' not in bridge] == []

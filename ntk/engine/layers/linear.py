@@ -55,7 +55,7 @@ def conv(layer: spec.Conv, k: KernelState, parameterization: str) -> KernelState
         out = out.replace(ntk=_ntk_affine(sums, out, ntk_sum, k.channels, w2, layer.b_std, parameterization))
     return out.replace(
         channels=layer.out_chan,
-        spatial_shape=_window_output(k.spatial_shape, layer.filter_shape, strides, layer.padding),
+        spatial_shape=spec.window_output(k.spatial_shape, layer.filter_shape, strides, layer.padding),
         is_gaussian=True,
         is_input=False,
     )
@@ -71,7 +71,7 @@ def avg_pool(layer: spec.AvgPool, k: KernelState, parameterization: str) -> Kern
     neural-tangents (not to the window, as in torch).
     """
     strides = layer.strides or [1] * len(layer.window_shape)
-    spatial_shape = _window_output(k.spatial_shape, layer.window_shape, strides, layer.padding)
+    spatial_shape = spec.window_output(k.spatial_shape, layer.window_shape, strides, layer.padding)
 
     def pool(c: Tensor, batch_ndim: int, full_spatial: bool) -> Tensor:
         if not full_spatial:
@@ -185,12 +185,6 @@ def _prod(values) -> int:
     return out
 
 
-def _window_output(shape, window, strides, padding) -> tuple[int, ...]:
-    if padding == "VALID":
-        return tuple((n - w) // s + 1 for n, w, s in zip(shape, window, strides))
-    return tuple(-(-n // s) for n, s in zip(shape, strides))
-
-
 def _tap_sum(c: Tensor, dims: tuple[int, ...], window: int, stride: int, padding: str) -> Tensor:
     """Σ_f c[s·i + f − lo] over window taps f, the same tap on every axis in ``dims``.
 
@@ -208,7 +202,7 @@ def _tap_sum(c: Tensor, dims: tuple[int, ...], window: int, stride: int, padding
         padding = "VALID"
     n = c.shape[dims[0]]
     lo = spec.same_pads(n, window, stride)[0] if padding == "SAME" else 0
-    size = _window_output((n,), (window,), (stride,), padding)[0]
+    size = spec.window_output((n,), (window,), (stride,), padding)[0]
     # Output positions i whose input position s·i + f − lo lies inside [0, n), per tap f; a tap
     # that covers every output goes first, so the output starts as its copy instead of zeros.
     ranges = [(f, max(0, -((f - lo) // stride)), min(size, (n - 1 - f + lo) // stride + 1))
