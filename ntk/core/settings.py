@@ -150,6 +150,10 @@ class Settings(BaseSettings):
                                  "interactive job waits for at most")
     interactive_s: float = Field(2.0, ge=0, description="jobs estimated under this many seconds go to the "
                                  "interactive lane, which workers serve ahead of the batch lane")
+    fast_path_s: float = Field(0.5, ge=0, description="a kernel or prediction job estimated under this many "
+                               "seconds whose every block is one tile is planned, computed and answered by one "
+                               "task, without the hand-offs between plan, tiles and join (nor a batch turn: it "
+                               "is that cheap); 0: every job takes the three steps")
     tiles_in_flight: int = Field(2, ge=1, description="batch tiles of one tenant queued at once, shared by "
                                  "its jobs; each tile done queues the tenant's next (its jobs in turn) behind "
                                  "the other tenants' tiles, so tenants take turns however many jobs each has")

@@ -17,7 +17,7 @@ from dramatiq.brokers.stub import StubBroker
 from ntk.core import keys
 from ntk.core.broker import PLAN, QUEUE, enqueue
 from ntk.core.codec import pack_array
-from ntk.core.job import ArrayRef, KernelJob, PredictJob, request_key
+from ntk.core.job import JOBS, ArrayRef, KernelJob, PredictJob, request_key
 from ntk.core.jobstate import END, SUBMIT, Jobs, end_call, submit_call
 from ntk.core.settings import Settings
 from ntk.worker.context import build_context
@@ -226,3 +226,63 @@ def test_a_failed_job_leaves_its_tenants_turns_to_its_other_jobs(redis_url):
 def context_tasks(context) -> Tasks:
     """The Tasks whose steps the context's broker runs (declare_actors bound them)."""
     return context.broker.get_actor(PLAN).fn.__self__
+
+
+class Enqueued(dramatiq.Middleware):
+    """The actor names of the messages enqueued, in order."""
+
+    def __init__(self):
+        self.actors: list[str] = []
+
+    def after_enqueue(self, broker, message, delay):
+        self.actors.append(message.actor_name)
+
+
+FAST = {"estimate_s": "0.001", "deadline_s": "60", "tile": "2048", "lane": "batch"}
+
+
+def test_a_cheap_job_of_one_tile_is_planned_computed_and_answered_by_its_plan_task_alone(context):
+    enqueued = Enqueued()
+    context.broker.add_middleware(enqueued)
+    x = np.random.default_rng(1).standard_normal((5, 3))
+    first = run(context, submit(context, DENSE, x, **FAST))
+    assert first["status"] == "succeeded", first.get("error")
+    assert enqueued.actors == [PLAN]  # no tile, no join: one task did it all
+    assert (first["total"], first["computed"]) == ("1", "1")
+    assert context.store.redis.scard(keys.job_tiles_done(first["id"])) == 1
+    expected = W_STD**2 * x @ x.T / x.shape[1] + B_STD**2
+    result = context.store.get(keys.job_result(first["id"]))
+    np.testing.assert_allclose(result["ntk"], expected, rtol=1e-12)
+    assert json.loads(first["answer"]) == {"id": blocks(JOBS.validate_json(first["request"]))["kernel"].id,
+                                           "shape": [5, 5], "cached": False}
+    # the same points again (another job: its request differs in nothing but the id): from the tile cache
+    hits = int(context.store.redis.hget(keys.STATS, "cache_hits") or 0)
+    context.store.redis.delete(keys.answer(first["request_key"]))
+    again = run(context, submit(context, DENSE, x, **FAST))
+    assert again["status"] == "succeeded" and json.loads(again["answer"])["cached"] is True
+    assert "computed" not in again and int(context.store.redis.hget(keys.STATS, "cache_hits")) == hits + 1
+    np.testing.assert_array_equal(context.store.get(keys.job_result(again["id"]))["ntk"], result["ntk"])
+
+
+def test_the_fast_path_answers_only_the_kernels_asked_for(context):
+    x = np.ones((3, 2))
+    job_id = submit(context, DENSE, x, **FAST)
+    request = JOBS.validate_json(context.jobs.get(job_id)["request"]).model_copy(update={"get": ["nngp"]})
+    context.store.redis.hset(keys.job(job_id), "request", request.model_dump_json())
+    job = run(context, job_id)
+    assert job["status"] == "succeeded", job.get("error")
+    assert set(context.store.get(keys.job_result(job_id))) == {"nngp"}
+
+
+def test_a_fast_job_past_its_deadline_fails_with_504(context):
+    job = run(context, submit(context, DENSE, np.ones((4, 2)), **{**FAST, "deadline_s": "0"}))
+    assert job["status"] == "failed" and json.loads(job["error"])["status"] == 504
+    assert not context.store.redis.exists(keys.job_result(job["id"]))
+
+
+def test_a_job_over_the_fast_path_bound_takes_the_three_steps(context):
+    enqueued = Enqueued()
+    context.broker.add_middleware(enqueued)
+    job = run(context, submit(context, DENSE, np.ones((4, 2)), **{**FAST, "estimate_s": "1e9"}))
+    assert job["status"] == "succeeded", job.get("error")
+    assert [name.removesuffix("_interactive") for name in enqueued.actors] == [PLAN, "compute_tile", "finish_job"]
