@@ -23,7 +23,7 @@ token pushed while no worker waits is at most a spurious look at the queue.
 
 from __future__ import annotations
 
-import time
+import threading
 
 import dramatiq
 import redis
@@ -88,27 +88,42 @@ def build_broker(settings: Settings, middleware: list[Middleware] | None = None)
 
 class WakeableConsumer(_RedisConsumer):
     """A lane's consumer that, idle, waits for its lane's wake token rather than sleeping (module
-    docstring: Waking). Dramatiq's own idle sleep is turned off (timeout 0), and replaced by a
-    BLPOP of up to the worker's timeout when this consumer could take a message (fewer
-    outstanding than it may prefetch), or by a sleep as long when it could not, so that a busy
-    worker never takes the token an idle one waits for."""
+    docstring: Waking). Dramatiq's own idle sleep is turned off (timeout 0), and replaced, up to
+    the worker's timeout, by a BLPOP when this consumer could take a message (fewer outstanding
+    than it may prefetch), or else by a wait for one of its messages to be acknowledged (by the
+    worker thread, the moment its task ends): a busy worker never takes the token an idle one
+    waits for, and is ready for the next task as soon as it is done with this one."""
 
     def __init__(self, broker, queue_name, prefetch, timeout):
         super().__init__(broker, queue_name, prefetch, 0)
         self.idle_s = timeout / 1000
         self.wake = keys.queue_wake(queue_name)
+        self.settled = threading.Event()
 
     def __next__(self):
         message = super().__next__()
         if message is None:
+            self.settled.clear()  # before looking: a message settled from now on sets it
             if self.outstanding_message_count < self.prefetch:
                 try:
                     self.broker.client.blpop([self.wake], timeout=self.idle_s)
                 except redis.ConnectionError as e:
                     raise ConnectionClosed(e) from None
             else:
-                time.sleep(self.idle_s)
+                self.settled.wait(self.idle_s)
         return message
+
+    def ack(self, message):
+        try:
+            super().ack(message)
+        finally:
+            self.settled.set()
+
+    def nack(self, message):
+        try:
+            super().nack(message)
+        finally:
+            self.settled.set()
 
 
 class WakeableBroker(RedisBroker):
