@@ -333,8 +333,8 @@ async def answer(request: Request, job: dict, *, cached: bool) -> Response:
     if data is None:
         raise expired(job["id"])
     if sweep:
-        return await off_loop(request, encode_table, data, meta, wants(request, CSV))
-    return await off_loop(request, encode_json, data, meta)
+        return await off_loop(request, encode_table, data, meta, wants(request, CSV), size=len(data))
+    return await off_loop(request, encode_json, data, meta, size=len(data))
 
 
 async def parts(r, key: str) -> list[tuple[str, int]] | None:

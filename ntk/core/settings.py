@@ -165,8 +165,9 @@ class Settings(BaseSettings):
                                     "(requeueing dead workers' tasks) per million broker commands")
     worker_beat_s: float = Field(2.0, gt=0, description="how often workers report themselves alive")
     worker_poll_ms: int = Field(50, ge=5, le=10_000, description="the longest an idle worker waits before "
-                                "looking at the queue again (Dramatiq's worker_timeout, 1000 by default): a "
-                                "job's plan, tiles and join are three hand-overs, each waiting up to this")
+                                "looking at the queue again (Dramatiq's worker_timeout, 1000 by default); an "
+                                "enqueue wakes an idle worker at once (ntk.core.broker: Waking), so this bounds "
+                                "only how late a wake-up lost with a connection or a delayed retry is seen")
     poison_deliveries: int = Field(3, ge=1, description="a task delivered this often without finishing "
                                    "(it keeps killing its worker) fails its job")
     job_stall_s: float = Field(900.0, gt=0, description="a running job without progress this long, none of "
