@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,8 @@ import numpy as np  # noqa: E402
 from ntk.engine import kernel_fn  # noqa: E402
 from ntk.engine.sweep import sweep  # noqa: E402
 from ntk.spec.sweep_grid import expand  # noqa: E402
+from ntk.worker.allocator import keep_freed_memory  # noqa: E402
+from predict_scaling import free_port  # noqa: E402
 from sweep import FC, ISSUE_GRID  # noqa: E402  (bench/sweep.py: the issue's grid)
 
 KERNEL_POINTS, KERNEL_DIM = 20, 10
@@ -103,21 +104,25 @@ def sweeps(url: str, reps: int) -> None:
     x = rng.normal(size=(SWEEP_POINTS, SWEEP_DIM))
     targets = [np.sign(rng.normal(size=(SWEEP_POINTS, 1))) for _ in range(reps + 1)]
     points = expand(FC, ISSUE_GRID)
-    in_process = statistics.median(timed(lambda i: sweep(points, x, targets[i]), reps))
     body = lambda i: {"x_train": x.tolist(), "y_train": targets[i].tolist(), "base": FC, "grid": ISSUE_GRID}  # noqa: E731
+    in_process, through = [], []
     with httpx.Client(base_url=url, timeout=300) as client:
         post(client, "/v1/sweeps", body(reps))  # warm
-        through = statistics.median(timed(lambda i: post(client, "/v1/sweeps", body(i)), reps))
+        for i in range(reps):  # taking turns, so that a machine's drifting load weighs on both alike
+            in_process += timed(lambda _: sweep(points, x, targets[i]), 1)
+            through += timed(lambda _: post(client, "/v1/sweeps", body(i)), 1)
+    in_process, through = statistics.median(in_process), statistics.median(through)
     print(f"issue 16's sweep: {len(points)} FC architectures with rows, {SWEEP_POINTS} points of dimension "
           f"{SWEEP_DIM}, median of {reps}, one request after the other")
     print(f"  in-process sweep             {in_process * 1e3:8.2f} ms")
     line("through the service", through, in_process, GOALS["sweep sequential"])
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 @contextmanager
@@ -129,14 +134,9 @@ def service():
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
+        while not ready(url):
             if proc.poll() is not None:
                 raise SystemExit("ntk serve exited")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
             time.sleep(0.2)
         yield url
     finally:
@@ -150,6 +150,7 @@ def main(argv=None) -> int:
     parser.add_argument("--reps", type=int, default=50, help="requests per kernel figure")
     parser.add_argument("--sweep-reps", type=int, default=5, help="sweeps through the service (and in-process)")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as a worker does (ntk.worker.runtime): the in-process times are a worker's
     with (service() if args.url is None else nullcontext(args.url)) as url:
         print(f"service {url}")
         kernels(url, args.reps)

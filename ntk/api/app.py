@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store_dataset = app.state.redis.register_script(tenants.STORE)
         app.state.delete_dataset = app.state.redis.register_script(tenants.DELETE)
         app.state.answered = app.state.redis.register_script(jobs.ANSWERED)
+        app.state.encoded = jobs.EncodedArrays()
         app.state.broker = build_broker(settings)
         # its own connection: a subscribed one takes no other command (ntk.api.jobs.Endings)
         subscriber = aioredis.Redis.from_url(settings.redis, socket_connect_timeout=settings.redis_connect_timeout_s,

@@ -8,6 +8,7 @@ import logging
 import re
 import time
 import uuid
+from collections import OrderedDict
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
@@ -18,7 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ntk.core import logs
-from ntk.api.inputs import off_loop
+from ntk.api.inputs import ON_LOOP_BYTES, off_loop
 from ntk.api.problems import Problem, respond
 from ntk.api.tenants import over_active_jobs
 from ntk.core import keys, table
@@ -334,7 +335,12 @@ async def answer(request: Request, job: dict, *, cached: bool) -> Response:
         raise expired(job["id"])
     if sweep:
         return await off_loop(request, encode_table, data, meta, wants(request, CSV), size=len(data))
-    return await off_loop(request, encode_json, data, meta, size=len(data))
+    arrays = request.app.state.encoded.get(job["id"]) if len(data) < ON_LOOP_BYTES else None
+    if arrays is None:
+        arrays = await off_loop(request, arrays_json, data, size=len(data))
+        if len(data) < ON_LOOP_BYTES:
+            request.app.state.encoded.put(job["id"], arrays)
+    return json_answer(meta, arrays)
 
 
 async def parts(r, key: str) -> list[tuple[str, int]] | None:
@@ -375,8 +381,43 @@ def expired(job_id: str) -> Problem:
                    "request again (cached tiles make that cheap)")
 
 
-def encode_json(data: bytes, meta: dict) -> JSONResponse:
-    return JSONResponse({**meta, **{name: a.tolist() for name, a in unpack(data).items()}})
+def arrays_json(data: bytes) -> bytes:
+    """The arrays of an npz as one JSON object, name -> nested lists (as JSONResponse writes it)."""
+    arrays = {name: a.tolist() for name, a in unpack(data).items()}
+    return json.dumps(arrays, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+def json_answer(meta: dict, arrays: bytes) -> Response:
+    """One JSON object of ``meta``'s members, then the arrays' (``arrays_json``)."""
+    head = json.dumps(meta, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    body = head if arrays == b"{}" else head[:-1] + b"," + arrays[1:]
+    return Response(body, media_type="application/json")
+
+
+class EncodedArrays:
+    """The JSON of small results' arrays (``arrays_json``), by job id, in this API process, the
+    least recently used dropped past MAX_BYTES: a job's result never changes once stored, so an
+    answer repeated from the cache skips reading the npz and writing its numbers out again (the
+    most of its time: ~0.6 ms for two 20 × 20 kernels, of ~3)."""
+
+    MAX_BYTES = 16 << 20
+
+    def __init__(self):
+        self.held: OrderedDict[str, bytes] = OrderedDict()
+        self.bytes = 0
+
+    def get(self, job_id: str) -> bytes | None:
+        if job_id in self.held:
+            self.held.move_to_end(job_id)
+        return self.held.get(job_id)
+
+    def put(self, job_id: str, arrays: bytes) -> None:
+        if job_id not in self.held:
+            self.held[job_id] = arrays
+            self.bytes += len(arrays)
+        while self.bytes > self.MAX_BYTES:
+            _, dropped = self.held.popitem(last=False)
+            self.bytes -= len(dropped)
 
 
 def encode_table(data: bytes, meta: dict, as_csv: bool) -> Response:
