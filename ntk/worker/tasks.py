@@ -196,8 +196,9 @@ class Tasks:
         log.info("fast path: %d tiles of %d x %d, %d of them cached", len(wanted), size, size,
                  len(wanted) - len(missing))
         pipe = self.store.redis.pipeline(transaction=False)
-        for i in missing:
-            stored[i] = self.store.value(**self.computed_tile(job, request, *wanted[i]))
+        computed = {i: self.computed_tile(job, request, *wanted[i]) for i in missing}
+        for i, values in computed.items():
+            stored[i] = self.store.value(**values)
             pipe.set(tile_keys[i], stored[i], ex=self.store.ttl)
         if missing:
             pipe.hincrby(keys.job(job["id"]), "computed", len(missing))
@@ -210,22 +211,24 @@ class Tasks:
             pipe.execute()
             return self.finish_predict(job, request)
         (block, tile), = wanted
-        pipe.set(keys.job_result(job["id"]), self.result_of_tile(job, request, block, tile, stored[0]),
-                 ex=self.settings.job_ttl_s)
+        result = self.result_of_tile(job, request, block, tile, stored[0], computed.get(0))
+        pipe.set(keys.job_result(job["id"]), result, ex=self.settings.job_ttl_s)
         pipe.hget(keys.job(job["id"]), "computed")
-        *_, computed = pipe.execute()
-        answer = {"id": block.id, "shape": list(block.shape), "cached": int(computed or 0) == 0}
+        *_, computed_ever = pipe.execute()  # by this task or an earlier delivery of it
+        answer = {"id": block.id, "shape": list(block.shape), "cached": int(computed_ever or 0) == 0}
         if self.jobs.end(job, "succeeded", answer=answer):
             log.info("succeeded")
 
-    def result_of_tile(self, job: dict, request: KernelJob, block: Block, tile, value: bytes) -> bytes:
-        """The result of a kernels job whose block is one tile, stored as ``value``: that value
-        itself when every kernel the tile holds was asked for (a manifest then shares the tile's
-        chunks, as ``answered_by_its_tile`` does), else the kernels asked for."""
+    def result_of_tile(self, job: dict, request: KernelJob, block: Block, tile, value: bytes,
+                       values: dict | None) -> bytes:
+        """The result of a kernels job whose block is one tile, stored as ``value`` (its arrays
+        ``values`` when this task computed them): that value itself when every kernel the tile
+        holds was asked for (a manifest then shares the tile's chunks, as ``answered_by_its_tile``
+        does), else the kernels asked for."""
         if set(request.get) == set(KERNELS):
             return value
         key = keys.tile(block.id, tile)
-        values = self.store.decoded(key, value)
+        values = values or self.store.decoded(key, value)
         if values is None:  # a chunk of the cached tile was evicted since it was read
             values = self.computed_tile(job, request, block, tile)
             self.store.put(key, **values)

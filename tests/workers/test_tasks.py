@@ -286,3 +286,36 @@ def test_a_job_over_the_fast_path_bound_takes_the_three_steps(context):
     job = run(context, submit(context, DENSE, np.ones((4, 2)), **{**FAST, "estimate_s": "1e9"}))
     assert job["status"] == "succeeded", job.get("error")
     assert [name.removesuffix("_interactive") for name in enqueued.actors] == [PLAN, "compute_tile", "finish_job"]
+
+
+def submit_predict(context, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, **planned: str) -> str:
+    """A prediction job on inline arrays, created as the API creates it, with ``planned`` fields."""
+    inline, refs = {}, []
+    for a in (x_train, y_train, x_test):
+        data = pack_array(a)
+        digest = hashlib.sha256(data).hexdigest()
+        inline[digest] = data
+        refs.append(ArrayRef(digest=digest, shape=list(a.shape), field="y" if a is y_train else "x"))
+    request = PredictJob(tenant="default", cache_scope="default", architecture=DENSE, dtype="float64",
+                         x_train=refs[0], y_train=refs[1], x_test=refs[2], diag_reg=1e-3)
+    job_id = uuid.uuid4().hex
+    # a request key of its own: the same prediction twice makes two jobs, not one answered by the other
+    script_keys, args = submit_call(job_id, request, request_key(request) + job_id, "test", inline, 16, planned)
+    context.store.redis.register_script(SUBMIT)(keys=script_keys, args=args)
+    return job_id
+
+
+def test_a_cheap_prediction_of_one_tile_per_block_is_one_task_and_predicts_as_the_three_steps(context):
+    enqueued = Enqueued()
+    context.broker.add_middleware(enqueued)
+    rng = np.random.default_rng(2)
+    x_train, y_train, x_test = rng.standard_normal((4, 3)), rng.standard_normal((4, 1)), rng.standard_normal((3, 3))
+    fast = run(context, submit_predict(context, x_train, y_train, x_test, **FAST))
+    assert fast["status"] == "succeeded", fast.get("error")
+    assert enqueued.actors == [PLAN] and fast["total"] == "3"  # train-train, test-train, test-test
+    slow = run(context, submit_predict(context, x_train, y_train, x_test, **{**FAST, "estimate_s": "1e9"}))
+    assert slow["status"] == "succeeded", slow.get("error")
+    fast_result, slow_result = (context.store.get(keys.job_result(job["id"])) for job in (fast, slow))
+    assert set(fast_result) == set(slow_result)
+    for name in fast_result:
+        np.testing.assert_array_equal(fast_result[name], slow_result[name])
