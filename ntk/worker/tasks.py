@@ -211,13 +211,8 @@ class Tasks:
             pipe.execute()
             return self.finish_predict(job, request)
         (block, tile), = wanted
-        result = self.result_of_tile(job, request, block, tile, stored[0], computed.get(0))
-        pipe.set(keys.job_result(job["id"]), result, ex=self.settings.job_ttl_s)
-        pipe.hget(keys.job(job["id"]), "computed")
-        *_, computed_ever = pipe.execute()  # by this task or an earlier delivery of it
-        answer = {"id": block.id, "shape": list(block.shape), "cached": int(computed_ever or 0) == 0}
-        if self.jobs.end(job, "succeeded", answer=answer):
-            log.info("succeeded")
+        self.succeed(job, self.result_of_tile(job, request, block, tile, stored[0], computed.get(0)),
+                     {"id": block.id, "shape": list(block.shape)}, pipe)
 
     def result_of_tile(self, job: dict, request: KernelJob, block: Block, tile, value: bytes,
                        values: dict | None) -> bytes:
@@ -452,13 +447,18 @@ class Tasks:
             lr_per_target = max_learning_rate(train["ntk"], 1, factorization=fact)
         return fact, lr_per_target
 
-    def succeed(self, job: dict, arrays: dict | None, answer: dict) -> None:
-        """Store the answer's arrays (None: already in place), then end the job: whoever sees
-        "succeeded" finds the result."""
-        if arrays is not None:
-            self.store.put(keys.job_result(job["id"]), ttl=self.settings.job_ttl_s, **arrays)
-        cached = int(self.store.redis.hget(keys.job(job["id"]), "computed") or 0) == 0
-        if self.jobs.end(job, "succeeded", answer={**answer, "cached": cached}):
+    def succeed(self, job: dict, result: dict | bytes | None, answer: dict, pipe=None) -> None:
+        """Store the result (its arrays, or the value its key holds; None: already in place), in
+        one round trip with the caller's writes in ``pipe``, then end the job: whoever sees
+        "succeeded" finds the result. The answer is ``cached`` when no tile of the job was
+        computed, by this task or an earlier delivery of it."""
+        pipe = pipe or self.store.redis.pipeline(transaction=False)
+        if result is not None:
+            value = result if isinstance(result, bytes) else self.store.value(self.settings.job_ttl_s, **result)
+            pipe.set(keys.job_result(job["id"]), value, ex=self.settings.job_ttl_s)
+        pipe.hget(keys.job(job["id"]), "computed")
+        *_, computed = pipe.execute()
+        if self.jobs.end(job, "succeeded", answer={**answer, "cached": int(computed or 0) == 0}):
             log.info("succeeded")
 
 
