@@ -35,7 +35,8 @@ sys.path.insert(0, os.path.join(ROOT, "clients", "python"))
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ntk.engine import kernel_fn  # noqa: E402
+from ntk.core.settings import Settings  # noqa: E402
+from ntk.engine import Budget, kernel_fn, resolve_device  # noqa: E402
 from ntk.engine.sweep import sweep  # noqa: E402
 from ntk.spec.sweep_grid import expand  # noqa: E402
 from ntk.worker.allocator import keep_freed_memory  # noqa: E402
@@ -104,12 +105,15 @@ def sweeps(url: str, reps: int) -> None:
     x = rng.normal(size=(SWEEP_POINTS, SWEEP_DIM))
     targets = [np.sign(rng.normal(size=(SWEEP_POINTS, 1))) for _ in range(reps + 1)]
     points = expand(FC, ISSUE_GRID)
+    settings = Settings()  # the sweep as a worker runs it (ntk.worker.tasks.run_sweep)
+    as_a_worker = {"device": resolve_device(settings.device), "budget": Budget(settings.block_bytes, settings.cache_bytes),
+                   "max_bytes": settings.sweep_bytes}
     body = lambda i: {"x_train": x.tolist(), "y_train": targets[i].tolist(), "base": FC, "grid": ISSUE_GRID}  # noqa: E731
     in_process, through = [], []
     with httpx.Client(base_url=url, timeout=300) as client:
         post(client, "/v1/sweeps", body(reps))  # warm
         for i in range(reps):  # taking turns, so that a machine's drifting load weighs on both alike
-            in_process += timed(lambda _: sweep(points, x, targets[i]), 1)
+            in_process += timed(lambda _: sweep(points, x, targets[i], **as_a_worker), 1)
             through += timed(lambda _: post(client, "/v1/sweeps", body(i)), 1)
     in_process, through = statistics.median(in_process), statistics.median(through)
     print(f"issue 16's sweep: {len(points)} FC architectures with rows, {SWEEP_POINTS} points of dimension "
