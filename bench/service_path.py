@@ -34,6 +34,8 @@ sys.path.insert(0, os.path.join(ROOT, "clients", "python"))
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 from ntk.core.settings import Settings  # noqa: E402
 from ntk.engine import Budget, kernel_fn, resolve_device  # noqa: E402
@@ -153,10 +155,14 @@ def main(argv=None) -> int:
     parser.add_argument("--url", help="a running service (default: start `ntk serve` for the run)")
     parser.add_argument("--reps", type=int, default=50, help="requests per kernel figure")
     parser.add_argument("--sweep-reps", type=int, default=5, help="sweeps through the service (and in-process)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="torch and BLAS threads of the in-process runs (default torch's, as a worker's; 1 "
+                             "keeps a shared, loaded machine's cores from being oversubscribed)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     keep_freed_memory()  # as a worker does (ntk.worker.runtime): the in-process times are a worker's
-    with (service() if args.url is None else nullcontext(args.url)) as url:
-        print(f"service {url}")
+    with threadpool_limits(args.threads), (service() if args.url is None else nullcontext(args.url)) as url:
+        print(f"service {url}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         kernels(url, args.reps)
         sweeps(url, args.sweep_reps)
     return 0
