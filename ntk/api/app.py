@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from contextlib import asynccontextmanager
@@ -11,11 +12,12 @@ import redis
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
-from ntk.api import deps, openapi, problems, tenants
+from ntk.api import deps, jobs, openapi, problems, tenants
 from ntk.api.metrics import Instrument, Metrics
 from ntk.api.middleware import BodyLimit, RateLimit, RequestContext
 from ntk.api.problems import problem_responses
-from ntk.api.routers import datasets, health, jobs, kernels, predict, sweeps
+from ntk.api.routers import datasets, health, kernels, predict, sweeps
+from ntk.api.routers import jobs as job_routes
 from ntk.core.settings import Settings, get_settings
 from ntk.core import keys
 from ntk.core.broker import build_broker
@@ -56,9 +58,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.end = app.state.redis.register_script(END)
         app.state.store_dataset = app.state.redis.register_script(tenants.STORE)
         app.state.delete_dataset = app.state.redis.register_script(tenants.DELETE)
+        app.state.answered = app.state.redis.register_script(jobs.ANSWERED)
+        app.state.encoded = jobs.EncodedArrays()
         app.state.broker = build_broker(settings)
+        # its own connection: a subscribed one takes no other command (ntk.api.jobs.Endings)
+        subscriber = aioredis.Redis.from_url(settings.redis, socket_connect_timeout=settings.redis_connect_timeout_s,
+                                             socket_timeout=settings.redis_timeout_s)
+        app.state.endings = jobs.Endings(subscriber)
+        listening = asyncio.create_task(app.state.endings.listen())
         await check_eviction_policy(app.state.redis)
         yield
+        listening.cancel()
+        await subscriber.aclose()
         await app.state.redis.aclose()
 
     # No redirects: a redirect of /v1/kernels/ would answer before auth, and a POST redirected is a body sent twice.
@@ -72,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     openapi.serve_docs(app)
     openapi.declare_security(app, settings)
     app.include_router(health.router)
-    for router in (datasets.router, kernels.router, predict.router, sweeps.router, jobs.router):
+    for router in (datasets.router, kernels.router, predict.router, sweeps.router, job_routes.router):
         app.include_router(router, responses=v1_problems(settings))
     # added innermost first: a call meets RequestContext, Instrument, RateLimit, then BodyLimit
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, max_json_bytes=settings.max_json_bytes)

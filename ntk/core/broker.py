@@ -12,16 +12,26 @@ one priority queue from which the worker thread takes the lowest priority first;
 worker's current task ends, an interactive task waiting in the queue goes before any batch task,
 even with one worker thread. Tasks are never preempted: an interactive job waits at most for the
 batch tile in progress, which is sized to take at most NTK_TILE_TARGET_S.
+
+Waking. An idle Dramatiq consumer sleeps between looks at its queue, up to the worker's timeout
+(NTK_WORKER_POLL_MS): a task would wait half of it on average before a worker sees it, longer
+than a small job takes. So every enqueue to a lane also pushes a token to the lane's wake list
+(keys.queue_wake), and an idle consumer waits on that list (BLPOP, up to the same timeout)
+instead of sleeping (``WakeableConsumer``): the first idle worker sees a new task at once. A
+token pushed while no worker waits is at most a spurious look at the queue.
 """
 
 from __future__ import annotations
 
+import threading
+
 import dramatiq
 import redis
-from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import Middleware, Retries
 
-from ntk.core import logs
+from ntk.core import keys, logs
 from ntk.core.settings import Settings
 
 QUEUE = "ntk"  # the batch lane
@@ -33,6 +43,8 @@ PLAN, TILE, FINISH = "plan_job", "compute_tile", "finish_job"
 PRIORITIES = {("interactive", PLAN): 0, ("interactive", FINISH): 0, ("interactive", TILE): 10,
               ("batch", PLAN): 100, ("batch", FINISH): 100, ("batch", TILE): 110}
 BROKER_NAMESPACE = "dramatiq"  # RedisBroker's default key prefix
+# Wake tokens a lane's list keeps at most: one per idle worker is all that is ever useful.
+WAKE_TOKENS = 64
 
 
 def actor_name(step: str, lane: str = "batch") -> str:
@@ -66,12 +78,62 @@ def build_broker(settings: Settings, middleware: list[Middleware] | None = None)
     """
     if middleware is None:
         middleware = [LogContext(), retries()]
-    broker = RedisBroker(url=settings.broker, middleware=[*middleware, TrackMessages()],
-                         heartbeat_timeout=int(settings.heartbeat_timeout_s * 1000),
-                         maintenance_chance=settings.maintenance_chance)
+    broker = WakeableBroker(url=settings.broker, middleware=[*middleware, TrackMessages()],
+                            heartbeat_timeout=int(settings.heartbeat_timeout_s * 1000),
+                            maintenance_chance=settings.maintenance_chance)
     for queue in LANES.values():  # a worker consumes the queues declared when it starts
         broker.declare_queue(queue)
     return broker
+
+
+class WakeableConsumer(_RedisConsumer):
+    """A lane's consumer that, idle, waits for its lane's wake token rather than sleeping (module
+    docstring: Waking). Dramatiq's own idle sleep is turned off (timeout 0), and replaced, up to
+    the worker's timeout, by a BLPOP when this consumer could take a message (fewer outstanding
+    than it may prefetch), or else by a wait for one of its messages to be acknowledged (by the
+    worker thread, the moment its task ends): a busy worker never takes the token an idle one
+    waits for, and is ready for the next task as soon as it is done with this one."""
+
+    def __init__(self, broker, queue_name, prefetch, timeout):
+        super().__init__(broker, queue_name, prefetch, 0)
+        self.idle_s = timeout / 1000
+        self.wake = keys.queue_wake(queue_name)
+        self.settled = threading.Event()
+
+    def __next__(self):
+        message = super().__next__()
+        if message is None:
+            self.settled.clear()  # before looking: a message settled from now on sets it
+            if self.outstanding_message_count < self.prefetch:
+                try:
+                    self.broker.client.blpop([self.wake], timeout=self.idle_s)
+                except redis.ConnectionError as e:
+                    raise ConnectionClosed(e) from None
+            else:
+                self.settled.wait(self.idle_s)
+        return message
+
+    def ack(self, message):
+        try:
+            super().ack(message)
+        finally:
+            self.settled.set()
+
+    def nack(self, message):
+        try:
+            super().nack(message)
+        finally:
+            self.settled.set()
+
+
+class WakeableBroker(RedisBroker):
+    """RedisBroker whose lanes' consumers are woken by enqueues (``WakeableConsumer``); the delay
+    queues keep Dramatiq's consumer."""
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000):
+        if queue_name in LANES.values():
+            return WakeableConsumer(self, queue_name, prefetch, timeout)
+        return super().consume(queue_name, prefetch, timeout)
 
 
 def enqueue(broker: RedisBroker, step: str, job_id: str, *args, lane: str = "batch") -> None:
@@ -86,17 +148,23 @@ def job_messages(job_id: str) -> str:
 
 
 class TrackMessages(Middleware):
-    """Remembers each job's messages (every actor's first argument is its job's id), so that the
-    watchdog can tell a job whose tasks wait their turn from one whose tasks were lost
-    (``waiting``). Retries re-enqueue a message under a new id: recorded too."""
+    """Wakes an idle worker of the message's lane (module docstring: Waking), and remembers each
+    job's messages (every actor's first argument is its job's id), so that the watchdog can tell a
+    job whose tasks wait their turn from one whose tasks were lost (``waiting``). Retries
+    re-enqueue a message under a new id: recorded too."""
 
     MESSAGES_TTL_S = 7 * 86400
 
     def after_enqueue(self, broker, message, delay):
+        pipe = broker.client.pipeline(transaction=False)
         if message.args:
             key = job_messages(message.args[0])
             member = f"{message.queue_name}\t{message.options['redis_message_id']}"
-            broker.client.pipeline(transaction=False).sadd(key, member).expire(key, self.MESSAGES_TTL_S).execute()
+            pipe.sadd(key, member).expire(key, self.MESSAGES_TTL_S)
+        if message.queue_name in LANES.values():  # after the message is queued: a woken worker finds it
+            wake = keys.queue_wake(message.queue_name)
+            pipe.lpush(wake, 1).ltrim(wake, 0, WAKE_TOKENS - 1)
+        pipe.execute()
 
 
 def waiting(client: redis.Redis, job_id: str) -> bool:

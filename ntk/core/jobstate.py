@@ -66,17 +66,20 @@ redis.call('SADD', KEYS[6], ARGV[1])
 return {ARGV[1], 'created'}
 """
 
-# KEYS: job. ARGV: now. Answers the job's status after the attempt.
+# KEYS: job. ARGV: now. Answers the job's hash after the attempt (flat: field, value, ...; empty
+# when the job is gone), so that a task's start and its read of the job are one round trip.
 START = """
 if redis.call('HGET', KEYS[1], 'status') == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
 end
-return redis.call('HGET', KEYS[1], 'status')
+return redis.call('HGETALL', KEYS[1])
 """
 
-# KEYS: job, inputs, done set, result, active zset, inflight, answer, stats, pending tiles.
-# ARGV: job id, final status, now, error JSON or '', answer meta JSON or '', ttl, the prefix of a
-# tenant's active-jobs set (the job's tenant is in its hash). Answers 1 if it ended the job.
+# KEYS: job, inputs, done set, result, active zset, inflight, answer, stats, pending tiles, the
+# channel of ended jobs. ARGV: job id, final status, now, error JSON or '', answer meta JSON or '',
+# ttl, the prefix of a tenant's active-jobs set (the job's tenant is in its hash). Answers 1 if it
+# ended the job, which it then announces on the channel (keys.JOBS_ENDED): the API's waiters
+# learn of it there (ntk.api.jobs.Endings) rather than by polling the job.
 END = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then return 0 end
@@ -91,6 +94,7 @@ if ARGV[2] == 'succeeded' then redis.call('SET', KEYS[7], ARGV[1], 'EX', ARGV[6]
 for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
 redis.call('HINCRBY', KEYS[8], 'jobs_' .. ARGV[2], 1)
 redis.call('DEL', KEYS[9])
+redis.call('PUBLISH', KEYS[10], ARGV[1])
 return 1
 """
 
@@ -115,7 +119,7 @@ def end_call(job_id: str, request_key: str, status: str, ttl: int, *, error: dic
     """KEYS and ARGV of END."""
     return ([keys.job(job_id), keys.job_inputs(job_id), keys.job_tiles_done(job_id), keys.job_result(job_id),
              keys.ACTIVE_JOBS, keys.inflight(request_key), keys.answer(request_key), keys.STATS,
-             keys.job_pending(job_id)],
+             keys.job_pending(job_id), keys.JOBS_ENDED],
             [job_id, status, time.time(), json.dumps(error) if error else "", json.dumps(answer) if answer else "", ttl,
              keys.tenant_active_jobs("")])
 
@@ -132,9 +136,10 @@ class Jobs:
     def get(self, job_id: str) -> dict:
         return {k.decode(): v.decode() for k, v in self.redis.hgetall(keys.job(job_id)).items()}
 
-    def start(self, job_id: str) -> str:
-        """Mark a queued job running; answers its status ("" when the job is gone)."""
-        return (self._start(keys=[keys.job(job_id)], args=[time.time()]) or b"").decode()
+    def start(self, job_id: str) -> dict:
+        """Mark a queued job running; answers the job as it then is (empty when it is gone)."""
+        flat = self._start(keys=[keys.job(job_id)], args=[time.time()]) or []
+        return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
 
     def end(self, job: dict, status: str, *, error: dict | None = None, answer: dict | None = None) -> bool:
         k, a = end_call(job["id"], job["request_key"], status, self.ttl, error=error, answer=answer)

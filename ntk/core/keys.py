@@ -36,6 +36,9 @@ tenant with the request, so single flight and the answer cache never cross tenan
     ntk:stats                        hash: the workers' counters        forever (a few fields)
     ntk:deliveries:<message>         a task's deliveries                one day
     ntk:watchdog:<job>               a re-plan's lock                   NTK_JOB_STALL_S
+    ntk:wake:<queue>                 list: a lane's wake tokens, in     none; at most 64 tokens, each
+                                     the broker's Redis (broker.py)     taken by the worker it wakes
+    ntk:jobs:ended                   channel: ids of jobs as they end   (pub/sub: nothing is kept)
     ntk:ratelimit:...                the rate limiter's windows         their window; one per tenant, or per
                                                                         address for calls without a valid key
 
@@ -70,6 +73,9 @@ WORKERS = f"{PREFIX}:workers"              # zset worker id -> time of its last 
 STATS = f"{PREFIX}:stats"                  # hash of counters the workers produce, exposed by /metrics
 CALIBRATIONS = f"{PREFIX}:calibrations"    # hash worker id -> JSON {device, seconds_per_unit, memory_bytes}
 STORED_BYTES = f"{PREFIX}:tenants:bytes"   # hash tenant -> bytes of its datasets (NTK_TENANT_MAX_BYTES)
+# pub/sub channel, nothing stored: every job's id as it ends (ntk.core.jobstate.END), which the API's
+# waiters listen to rather than polling the job (ntk.api.jobs.Endings)
+JOBS_ENDED = f"{PREFIX}:jobs:ended"
 
 
 def dataset(tenant: str, dataset_id: str) -> str:
@@ -131,6 +137,11 @@ def tenant_turns(tenant: str) -> str:
 def tenant_tiles_in_flight(tenant: str) -> str:
     """set of the tenant's batch tiles queued or computing, as pending entries: at most NTK_TILES_IN_FLIGHT."""
     return f"{PREFIX}:turns:{tenant}:in-flight"
+
+
+def queue_wake(queue: str) -> str:
+    """list, in the broker's Redis, of tokens that wake an idle worker of the queue (ntk.core.broker: Waking)."""
+    return f"{PREFIX}:wake:{queue}"
 
 
 def watchdog_lock(job_id: str) -> str:

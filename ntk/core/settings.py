@@ -152,6 +152,10 @@ class Settings(BaseSettings):
                                  "interactive job waits for at most")
     interactive_s: float = Field(2.0, ge=0, description="jobs estimated under this many seconds go to the "
                                  "interactive lane, which workers serve ahead of the batch lane")
+    fast_path_s: float = Field(0.5, ge=0, description="a kernel or prediction job estimated under this many "
+                               "seconds whose every block is one tile is planned, computed and answered by one "
+                               "task, without the hand-offs between plan, tiles and join (nor a batch turn: it "
+                               "is that cheap); 0: every job takes the three steps")
     tiles_in_flight: int = Field(2, ge=1, description="batch tiles of one tenant queued at once, shared by "
                                  "its jobs; each tile done queues the tenant's next (its jobs in turn) behind "
                                  "the other tenants' tiles, so tenants take turns however many jobs each has")
@@ -163,8 +167,9 @@ class Settings(BaseSettings):
                                     "(requeueing dead workers' tasks) per million broker commands")
     worker_beat_s: float = Field(2.0, gt=0, description="how often workers report themselves alive")
     worker_poll_ms: int = Field(50, ge=5, le=10_000, description="the longest an idle worker waits before "
-                                "looking at the queue again (Dramatiq's worker_timeout, 1000 by default): a "
-                                "job's plan, tiles and join are three hand-overs, each waiting up to this")
+                                "looking at the queue again (Dramatiq's worker_timeout, 1000 by default); an "
+                                "enqueue wakes an idle worker at once (ntk.core.broker: Waking), so this bounds "
+                                "only how late a wake-up lost with a connection or a delayed retry is seen")
     poison_deliveries: int = Field(3, ge=1, description="a task delivered this often without finishing "
                                    "(it keeps killing its worker) fails its job")
     job_stall_s: float = Field(900.0, gt=0, description="a running job without progress this long, none of "

@@ -58,9 +58,7 @@ class RunningJob(Middleware):
 
     def before_process_message(self, broker, message):
         job_id = message.args[0]
-        if STEPS.get(message.actor_name) == "plan":
-            self.jobs.start(job_id)
-        job = self.jobs.get(job_id)
+        job = self.jobs.start(job_id) if STEPS.get(message.actor_name) == "plan" else self.jobs.get(job_id)
         if job.get("status") != "running":
             message.options["job_not_running"] = True  # for FinalFailure: nothing to fail
             raise SkipMessage()

@@ -300,13 +300,22 @@ class Store:
         """Store ``arrays`` as an npz at ``key``, in chunks when large, with the cache TTL unless
         ``ttl`` is given. Idempotent: a tile's key names its content, so a re-run task writes the
         same value (and chunks named by their content)."""
+        self.redis.set(key, self.value(ttl, **arrays), ex=ttl or self.ttl)
+
+    def value(self, ttl: int | None = None, **arrays: np.ndarray) -> bytes:
+        """What the key of ``arrays`` stored as a value must hold (``put``): the npz's bytes, or the
+        manifest of its chunks, which are in Redis (with the cache TTL unless ``ttl`` is given) by
+        the time this answers; for a caller that sets the key in a pipeline of its own."""
         writer = ChunkWriter(self.redis, self.chunk_bytes, ttl or self.ttl)
         np.savez(writer, **arrays)
-        self.redis.set(key, writer.close_value(), ex=ttl or self.ttl)
+        return writer.close_value()
 
     def get(self, key: str) -> dict[str, np.ndarray] | None:
         """The arrays stored at ``key``; None when it, or any of its chunks, is gone."""
-        data = self.redis.get(key)
+        return self.decoded(key, self.redis.get(key))
+
+    def decoded(self, key: str, data: bytes | None) -> dict[str, np.ndarray] | None:
+        """The arrays of ``data``, the value read from ``key`` (``get``)."""
         if data is None:
             return None
         manifest = Manifest.decode(data)

@@ -8,6 +8,12 @@ have at most NTK_TILES_IN_FLIGHT tiles queued at a time between them, each tile 
 tenant's next behind everyone else's (``queue_tiles``, ntk.worker.turns), so that tenants take
 turns, and a tenant's jobs take turns within its share.
 
+A cheap job (estimated under NTK_FAST_PATH_S) whose every block is one tile takes the fast path:
+its plan task computes its tiles and joins them itself (``run_fast``), so that a small request
+waits for one queue hand-off rather than three, with its Redis work batched into a few round
+trips. Everything else the steps do still holds: the watch (cancel, deadline, progress), the tile
+cache, single flight and quotas (decided at submission), retries and FinalFailure (it is a task).
+
 A sweep (many architectures on one dataset, ntk.engine.sweep) is computed whole by its plan task:
 its architectures share layers, and the sharing lives in one process. Its progress counts
 architectures, and it stops, as a tile does, within a layer of its job's cancellation.
@@ -123,26 +129,32 @@ class Tasks:
         key = keys.tile(block.id, tile)
         values = self.store.get(key)
         if values is None:
-            x1 = self.store.array(job["id"], block.x1, request.tenant)
-            x2 = None if block.x2 is None else self.store.array(job["id"], block.x2, request.tenant)
-            with self.watch.tile(job) as running:
-                try:
-                    values = compute.tile_values(request, block, tile, x1, x2, self.device, self.budget,
-                                                 should_stop=running.should_stop, progress=running.progress)
-                except Stopped:
-                    if running.reason == "deadline":
-                        raise DeadlineExceeded(running.worked_s + running.elapsed_s, running.deadline_s) from None
-                    raise Cancelled() from None
+            values = self.computed_tile(job, request, block, tile)
             self.store.put(key, **values)
             self.store.count("tiles_computed")
             self.store.redis.hincrby(keys.job(job["id"]), "computed", 1)
         return values
+
+    def computed_tile(self, job: dict, request: KernelJob | PredictJob, block: Block, tile) -> dict:
+        """The tile's values, computed under the worker's watch (cancel, deadline, progress)."""
+        x1 = self.store.array(job["id"], block.x1, request.tenant)
+        x2 = None if block.x2 is None else self.store.array(job["id"], block.x2, request.tenant)
+        with self.watch.tile(job) as running:
+            try:
+                return compute.tile_values(request, block, tile, x1, x2, self.device, self.budget,
+                                           should_stop=running.should_stop, progress=running.progress)
+            except Stopped:
+                if running.reason == "deadline":
+                    raise DeadlineExceeded(running.worked_s + running.elapsed_s, running.deadline_s) from None
+                raise Cancelled() from None
 
     def plan_job(self, job_id: str) -> None:
         job = current_job.get()
         request = JOBS.validate_json(job["request"])
         if request.kind == "sweep":
             return self.run_sweep(job, request)
+        if self.takes_fast_path(job, request):
+            return self.run_fast(job, request)
         self.store.redis.hsetnx(keys.job(job_id), "tile", self.settings.tile)
         size = int(self.store.redis.hget(keys.job(job_id), "tile"))
         wanted = [(block, tile) for block in self.needed_blocks(request) for tile in block.tiles(size)]
@@ -157,6 +169,66 @@ class Tasks:
         self.queue_tiles(job, [(block.name, list(tile)) for block, tile in missing])
         if not missing:
             self.store.enqueue_finish(job_id, job.get("lane", "batch"))
+
+    def takes_fast_path(self, job: dict, request: KernelJob | PredictJob) -> bool:
+        """Whether the job is cheap (estimated under NTK_FAST_PATH_S) and each of its blocks one
+        tile: then its plan task does all of its work (``run_fast``)."""
+        if "tile" not in job or float(job.get("estimate_s", math.inf)) > self.settings.fast_path_s:
+            return False
+        size = int(job["tile"])
+        return all(len(block.tiles(size)) == 1 for block in blocks(request).values())
+
+    def run_fast(self, job: dict, request: KernelJob | PredictJob) -> None:
+        """Plan, tiles and join in this one task, for a job whose every block is one tile: no
+        hand-off between them, and the Redis work of each step batched: one round trip reads the
+        tiles (and sets the progress total), one writes the computed tiles, the counters, the
+        progress and, for kernels, the result; then the job ends (jobstate.END). What the three
+        steps guarantee holds: the tile is computed under the watch (cancel, deadline), cached
+        tiles are used and new ones cached, and a retried task does the same again."""
+        size = int(job["tile"])
+        wanted = [(block, block.tiles(size)[0]) for block in self.needed_blocks(request)]
+        tile_keys = [keys.tile(block.id, tile) for block, tile in wanted]
+        pipe = self.store.redis.pipeline(transaction=False)
+        pipe.mget(tile_keys)
+        pipe.hset(keys.job(job["id"]), "total", len(wanted))
+        stored, _ = pipe.execute()
+        missing = [i for i, value in enumerate(stored) if value is None]
+        log.info("fast path: %d tiles of %d x %d, %d of them cached", len(wanted), size, size,
+                 len(wanted) - len(missing))
+        pipe = self.store.redis.pipeline(transaction=False)
+        computed = {i: self.computed_tile(job, request, *wanted[i]) for i in missing}
+        for i, values in computed.items():
+            stored[i] = self.store.value(**values)
+            pipe.set(tile_keys[i], stored[i], ex=self.store.ttl)
+        if missing:
+            pipe.hincrby(keys.job(job["id"]), "computed", len(missing))
+            pipe.hincrby(keys.STATS, "tiles_computed", len(missing))
+            pipe.hincrby(keys.STATS, "cache_misses", len(missing))
+        if len(missing) < len(wanted):
+            pipe.hincrby(keys.STATS, "cache_hits", len(wanted) - len(missing))
+        pipe.sadd(keys.job_tiles_done(job["id"]), *tile_keys)
+        if request.kind == "predict":
+            pipe.execute()
+            return self.finish_predict(job, request)
+        (block, tile), = wanted
+        self.succeed(job, self.result_of_tile(job, request, block, tile, stored[0], computed.get(0)),
+                     {"id": block.id, "shape": list(block.shape)}, pipe)
+
+    def result_of_tile(self, job: dict, request: KernelJob, block: Block, tile, value: bytes,
+                       values: dict | None) -> bytes:
+        """The result of a kernels job whose block is one tile, stored as ``value`` (its arrays
+        ``values`` when this task computed them): that value itself when every kernel the tile
+        holds was asked for (a manifest then shares the tile's chunks, as ``answered_by_its_tile``
+        does), else the kernels asked for."""
+        if set(request.get) == set(KERNELS):
+            return value
+        key = keys.tile(block.id, tile)
+        values = values or self.store.decoded(key, value)
+        if values is None:  # a chunk of the cached tile was evicted since it was read
+            values = self.computed_tile(job, request, block, tile)
+            self.store.put(key, **values)
+        kept = {name: a for name, a in values.items() if name.removesuffix("_stderr") in request.get}
+        return self.store.value(self.settings.job_ttl_s, **kept)
 
     def queue_tiles(self, job: dict, tiles: list[tuple[str, list[int]]]) -> None:
         """Queue the job's ``tiles``: all of them in the interactive lane; in the batch lane they
@@ -375,13 +447,18 @@ class Tasks:
             lr_per_target = max_learning_rate(train["ntk"], 1, factorization=fact)
         return fact, lr_per_target
 
-    def succeed(self, job: dict, arrays: dict | None, answer: dict) -> None:
-        """Store the answer's arrays (None: already in place), then end the job: whoever sees
-        "succeeded" finds the result."""
-        if arrays is not None:
-            self.store.put(keys.job_result(job["id"]), ttl=self.settings.job_ttl_s, **arrays)
-        cached = int(self.store.redis.hget(keys.job(job["id"]), "computed") or 0) == 0
-        if self.jobs.end(job, "succeeded", answer={**answer, "cached": cached}):
+    def succeed(self, job: dict, result: dict | bytes | None, answer: dict, pipe=None) -> None:
+        """Store the result (its arrays, or the value its key holds; None: already in place), in
+        one round trip with the caller's writes in ``pipe``, then end the job: whoever sees
+        "succeeded" finds the result. The answer is ``cached`` when no tile of the job was
+        computed, by this task or an earlier delivery of it."""
+        pipe = pipe or self.store.redis.pipeline(transaction=False)
+        if result is not None:
+            value = result if isinstance(result, bytes) else self.store.value(self.settings.job_ttl_s, **result)
+            pipe.set(keys.job_result(job["id"]), value, ex=self.settings.job_ttl_s)
+        pipe.hget(keys.job(job["id"]), "computed")
+        *_, computed = pipe.execute()
+        if self.jobs.end(job, "succeeded", answer={**answer, "cached": int(computed or 0) == 0}):
             log.info("succeeded")
 
 

@@ -12,6 +12,7 @@ import redis
 
 from service_helpers import DEEP, MLP, assert_problem, follow, points, tiled_reference, tiles_computed
 from ntk.core import keys
+from ntk.core.broker import INTERACTIVE_QUEUE, job_messages
 
 
 def test_a_repeat_is_served_from_the_cache(service_url):
@@ -63,3 +64,25 @@ def test_a_large_npz_answer_streams_whole_and_an_evicted_one_is_gone(service_url
         for accept in ("application/x-npz", "application/json"):
             gone = assert_problem(client.get(f"/v1/jobs/{job['id']}/result", headers={"Accept": accept}), 410)
             assert job["id"] in gone["detail"]
+
+
+def job_ids(r: redis.Redis) -> set[str]:
+    return {key.decode().split(":")[2] for key in r.scan_iter(keys.job("*")) if key.count(b":") == 2}
+
+
+def test_a_small_new_kernel_is_one_task_and_its_repeat_is_answered_without_a_job(running_service):
+    """The fast path (ntk.worker.tasks.run_fast): a 20-point kernel, one tile of NTK_TILE 64, is
+    queued once (its plan) and never as tiles and a join; the same request again makes no job."""
+    body = {"architecture": MLP, "x1": points(20, seed=21).tolist()}
+    before = job_ids(running_service.redis)
+    with httpx.Client(base_url=running_service.url, timeout=120) as client:
+        first = client.post("/v1/kernels", json=body)
+        (job_id,) = job_ids(running_service.redis) - before
+        again = client.post("/v1/kernels", json=body)
+    assert first.status_code == 200 and first.json()["cached"] is False
+    assert again.status_code == 200 and again.json()["cached"] is True
+    assert job_ids(running_service.redis) - before == {job_id}  # the repeat made no job
+    messages = running_service.redis.smembers(job_messages(job_id))
+    assert [m.decode().split("\t")[0] for m in messages] == [INTERACTIVE_QUEUE]  # its plan task, nothing else
+    assert running_service.redis.hget(keys.job(job_id), "total") == b"1"
+    np.testing.assert_array_equal(again.json()["ntk"], first.json()["ntk"])

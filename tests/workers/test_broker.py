@@ -4,6 +4,8 @@ again fails its job (FinalFailure)."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 
 import dramatiq
@@ -13,7 +15,7 @@ from dramatiq.middleware import Middleware, Retries, SkipMessage
 
 from ntk.core.settings import Settings
 from ntk.core import keys
-from ntk.core.broker import FINISH, PLAN, QUEUE, TILE, transient
+from ntk.core.broker import FINISH, PLAN, QUEUE, TILE, WakeableConsumer, build_broker, enqueue, transient
 from ntk.worker.middleware import FinalFailure
 from ntk.core.jobstate import Jobs
 
@@ -84,3 +86,32 @@ def test_a_skipped_task_fails_its_job(redis_url):
 def test_a_task_that_succeeds_leaves_its_job_alone(redis_url):
     assert run_one(redis_url, TILE, lambda job_id: None)["status"] == "running"
 
+
+
+# -- waking: an idle lane's consumer waits on its wake list, and an enqueue wakes it
+
+
+def test_an_idle_consumer_is_woken_by_an_enqueue_not_by_its_timeout(redis_url):
+    settings = Settings(redis_url=redis_url)
+    broker = build_broker(settings)
+    client = redis.Redis.from_url(redis_url)
+    client.delete(keys.queue_wake(QUEUE))
+    consumer = broker.consume(QUEUE, prefetch=1, timeout=600_000)  # idle for up to ten minutes
+    assert isinstance(consumer, WakeableConsumer)
+    seen: list = []
+
+    def consume() -> None:
+        while not seen or seen[-1] is None:
+            seen.append(next(consumer))  # None once the wait is over: woken (or timed out)
+
+    waiting = threading.Thread(target=consume, daemon=True)
+    waiting.start()
+    while not any(c.get("cmd") == "blpop" for c in client.client_list()):
+        time.sleep(0.01)  # until the consumer waits on its wake list
+    enqueue(broker, PLAN, uuid.uuid4().hex)
+    waiting.join(120)
+    assert not waiting.is_alive() and seen[-1] is not None and seen[-1].actor_name == PLAN
+    assert client.llen(keys.queue_wake(QUEUE)) == 0  # its token was taken by the consumer it woke
+    consumer.ack(seen[-1])
+    consumer.close()
+    broker.close()

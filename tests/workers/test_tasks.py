@@ -17,7 +17,7 @@ from dramatiq.brokers.stub import StubBroker
 from ntk.core import keys
 from ntk.core.broker import PLAN, QUEUE, enqueue
 from ntk.core.codec import pack_array
-from ntk.core.job import ArrayRef, KernelJob, PredictJob, request_key
+from ntk.core.job import JOBS, ArrayRef, KernelJob, PredictJob, request_key
 from ntk.core.jobstate import END, SUBMIT, Jobs, end_call, submit_call
 from ntk.core.settings import Settings
 from ntk.worker.context import build_context
@@ -226,3 +226,96 @@ def test_a_failed_job_leaves_its_tenants_turns_to_its_other_jobs(redis_url):
 def context_tasks(context) -> Tasks:
     """The Tasks whose steps the context's broker runs (declare_actors bound them)."""
     return context.broker.get_actor(PLAN).fn.__self__
+
+
+class Enqueued(dramatiq.Middleware):
+    """The actor names of the messages enqueued, in order."""
+
+    def __init__(self):
+        self.actors: list[str] = []
+
+    def after_enqueue(self, broker, message, delay):
+        self.actors.append(message.actor_name)
+
+
+FAST = {"estimate_s": "0.001", "deadline_s": "60", "tile": "2048", "lane": "batch"}
+
+
+def test_a_cheap_job_of_one_tile_is_planned_computed_and_answered_by_its_plan_task_alone(context):
+    enqueued = Enqueued()
+    context.broker.add_middleware(enqueued)
+    x = np.random.default_rng(1).standard_normal((5, 3))
+    first = run(context, submit(context, DENSE, x, **FAST))
+    assert first["status"] == "succeeded", first.get("error")
+    assert enqueued.actors == [PLAN]  # no tile, no join: one task did it all
+    assert (first["total"], first["computed"]) == ("1", "1")
+    assert context.store.redis.scard(keys.job_tiles_done(first["id"])) == 1
+    expected = W_STD**2 * x @ x.T / x.shape[1] + B_STD**2
+    result = context.store.get(keys.job_result(first["id"]))
+    np.testing.assert_allclose(result["ntk"], expected, rtol=1e-12)
+    assert json.loads(first["answer"]) == {"id": blocks(JOBS.validate_json(first["request"]))["kernel"].id,
+                                           "shape": [5, 5], "cached": False}
+    # the same points again (another job: its request differs in nothing but the id): from the tile cache
+    hits = int(context.store.redis.hget(keys.STATS, "cache_hits") or 0)
+    context.store.redis.delete(keys.answer(first["request_key"]))
+    again = run(context, submit(context, DENSE, x, **FAST))
+    assert again["status"] == "succeeded" and json.loads(again["answer"])["cached"] is True
+    assert "computed" not in again and int(context.store.redis.hget(keys.STATS, "cache_hits")) == hits + 1
+    np.testing.assert_array_equal(context.store.get(keys.job_result(again["id"]))["ntk"], result["ntk"])
+
+
+def test_the_fast_path_answers_only_the_kernels_asked_for(context):
+    x = np.ones((3, 2))
+    job_id = submit(context, DENSE, x, **FAST)
+    request = JOBS.validate_json(context.jobs.get(job_id)["request"]).model_copy(update={"get": ["nngp"]})
+    context.store.redis.hset(keys.job(job_id), "request", request.model_dump_json())
+    job = run(context, job_id)
+    assert job["status"] == "succeeded", job.get("error")
+    assert set(context.store.get(keys.job_result(job_id))) == {"nngp"}
+
+
+def test_a_fast_job_past_its_deadline_fails_with_504(context):
+    job = run(context, submit(context, DENSE, np.ones((4, 2)), **{**FAST, "deadline_s": "0"}))
+    assert job["status"] == "failed" and json.loads(job["error"])["status"] == 504
+    assert not context.store.redis.exists(keys.job_result(job["id"]))
+
+
+def test_a_job_over_the_fast_path_bound_takes_the_three_steps(context):
+    enqueued = Enqueued()
+    context.broker.add_middleware(enqueued)
+    job = run(context, submit(context, DENSE, np.ones((4, 2)), **{**FAST, "estimate_s": "1e9"}))
+    assert job["status"] == "succeeded", job.get("error")
+    assert [name.removesuffix("_interactive") for name in enqueued.actors] == [PLAN, "compute_tile", "finish_job"]
+
+
+def submit_predict(context, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, **planned: str) -> str:
+    """A prediction job on inline arrays, created as the API creates it, with ``planned`` fields."""
+    inline, refs = {}, []
+    for a in (x_train, y_train, x_test):
+        data = pack_array(a)
+        digest = hashlib.sha256(data).hexdigest()
+        inline[digest] = data
+        refs.append(ArrayRef(digest=digest, shape=list(a.shape), field="y" if a is y_train else "x"))
+    request = PredictJob(tenant="default", cache_scope="default", architecture=DENSE, dtype="float64",
+                         x_train=refs[0], y_train=refs[1], x_test=refs[2], diag_reg=1e-3)
+    job_id = uuid.uuid4().hex
+    # a request key of its own: the same prediction twice makes two jobs, not one answered by the other
+    script_keys, args = submit_call(job_id, request, request_key(request) + job_id, "test", inline, 16, planned)
+    context.store.redis.register_script(SUBMIT)(keys=script_keys, args=args)
+    return job_id
+
+
+def test_a_cheap_prediction_of_one_tile_per_block_is_one_task_and_predicts_as_the_three_steps(context):
+    enqueued = Enqueued()
+    context.broker.add_middleware(enqueued)
+    rng = np.random.default_rng(2)
+    x_train, y_train, x_test = rng.standard_normal((4, 3)), rng.standard_normal((4, 1)), rng.standard_normal((3, 3))
+    fast = run(context, submit_predict(context, x_train, y_train, x_test, **FAST))
+    assert fast["status"] == "succeeded", fast.get("error")
+    assert enqueued.actors == [PLAN] and fast["total"] == "3"  # train-train, test-train, test-test
+    slow = run(context, submit_predict(context, x_train, y_train, x_test, **{**FAST, "estimate_s": "1e9"}))
+    assert slow["status"] == "succeeded", slow.get("error")
+    fast_result, slow_result = (context.store.get(keys.job_result(job["id"])) for job in (fast, slow))
+    assert set(fast_result) == set(slow_result)
+    for name in fast_result:
+        np.testing.assert_array_equal(fast_result[name], slow_result[name])

@@ -30,5 +30,4 @@ async def kernels(body: KernelRequest, request: Request, settings: deps.Settings
     job = KernelJob(**tenant.owner(settings), architecture=architecture, dtype=body.dtype or settings.dtype, x1=x1, x2=x2,
                     get=sorted(set(body.get)), method=body.method, samples=samples,
                     seed=(body.seed or 0) if body.method == "monte_carlo" else None)
-    estimate = await jobs.admit(request, job, "x1" if x2 is None else "x2")
-    return await jobs.compute(request, job, inputs.inline, wait, estimate)
+    return await jobs.compute(request, job, inputs.inline, wait, "x1" if x2 is None else "x2")

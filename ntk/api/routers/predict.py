@@ -29,5 +29,4 @@ async def predict(body: PredictRequest, request: Request, settings: deps.Setting
                      x_train=x_train, y_train=y_train, x_test=x_test, kernel=body.kernel, targets=body.targets,
                      t=body.t, learning_rate=body.learning_rate, diag_reg=body.diag_reg,
                      diag_reg_absolute_scale=body.diag_reg_absolute_scale, compute_cov=body.compute_cov)
-    estimate = await jobs.admit(request, job, "x_train")
-    return await jobs.compute(request, job, inputs.inline, wait, estimate)
+    return await jobs.compute(request, job, inputs.inline, wait, "x_train")

@@ -52,8 +52,7 @@ async def sweeps(body: SweepRequest, request: Request, settings: deps.SettingsDe
     job = SweepJob(**tenant.owner(settings), base=body.base, grid=None if body.grid is None else list(body.grid.items()),
                    architectures=architectures, labels=labels, dtype=body.dtype or settings.dtype,
                    x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, diag_reg=body.diag_reg)
-    estimate = await jobs.admit(request, job, "x_train")
-    return await jobs.compute(request, job, inputs.inline, wait, estimate)
+    return await jobs.compute(request, job, inputs.inline, wait, "x_train")
 
 
 def outputs(targets: dict) -> int:
