@@ -45,6 +45,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 from ntk.engine import kernel_fn  # noqa: E402
 from ntk.engine.sweep import sweep, sweep_kernels  # noqa: E402
 from ntk.spec.sweep_grid import expand  # noqa: E402
+from ntk.worker.allocator import keep_freed_memory  # noqa: E402
 
 FC = {"block": [{"type": "Dense", "out_dim": 512}, {"type": "Relu"}],
       "readout": [{"type": "Dense", "out_dim": 1}]}
@@ -118,6 +119,7 @@ def main(argv=None) -> int:
                         help="torch threads (default torch's; 1 keeps a shared, loaded machine from "
                              "oversubscribing its cores)")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as the worker and the CLI do before they compute
     if args.threads:
         torch.set_num_threads(args.threads)
         threadpool_limits(args.threads)  # numpy's BLAS: the fitted noise's eigendecompositions
