@@ -201,10 +201,7 @@ def _kernels(architectures, x_train, x_val, get, dtype, device, block_size, budg
 def _group_kernels(architectures, keys, indices, x_train, x_val, get, block_size, budget, steps):
     n, point_shape = x_train.shape[0], tuple(x_train.shape[1:])
     failed: dict[int, NonFiniteKernel] = {}
-    # Each architecture's kernels against x_train, stacked (len(get), rows, n). Those of x_train are
-    # all allocated before the walk: made as they are needed, between the walk's temporaries, they
-    # spread the heap out, and the memory comes back as fresh pages (page faults) in every sweep.
-    results = {index: {"train_train": _empty(len(get), x_train, n)} for index in indices}
+    results = {index: {} for index in indices}  # index -> which -> its kernels stacked, (len(get), rows, n)
     for root in build_trie(architectures, keys, spatial=x_train.ndim > 2):
         size = block_size or default_block_size(root.sample, point_shape, x_train.dtype, x_train.device, budget)
         blocks = [("train_train", x_train, None, tile) for tile in tiles(n, None, size)]
