@@ -45,6 +45,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 from ntk.engine import kernel_fn  # noqa: E402
 from ntk.engine.sweep import sweep, sweep_kernels  # noqa: E402
 from ntk.spec.sweep_grid import expand  # noqa: E402
+from ntk.worker.allocator import keep_freed_memory  # noqa: E402
 
 FC = {"block": [{"type": "Dense", "out_dim": 512}, {"type": "Relu"}],
       "readout": [{"type": "Dense", "out_dim": 1}]}
@@ -53,15 +54,20 @@ DEPTH_GOAL = 1.5
 
 
 def timed(reps: int, *fns) -> list[float]:
-    """Median seconds of each function, the functions taking turns so that a machine's drifting
-    load weighs on all of them alike."""
+    """Median seconds of each function (``runs``)."""
+    return [statistics.median(seconds) for seconds in runs(reps, *fns)]
+
+
+def runs(reps: int, *fns) -> list[list[float]]:
+    """Seconds of each run of each function, the functions taking turns so that a machine's
+    drifting load weighs on all of them alike."""
     times = [[] for _ in fns]
     for _ in range(reps):
-        for fn, runs in zip(fns, times):
+        for fn, seconds in zip(fns, times):
             start = time.perf_counter()
             fn()
-            runs.append(time.perf_counter() - start)
-    return [statistics.median(runs) for runs in times]
+            seconds.append(time.perf_counter() - start)
+    return times
 
 
 def kernels_together(architectures, x):
@@ -118,6 +124,7 @@ def main(argv=None) -> int:
                         help="torch threads (default torch's; 1 keeps a shared, loaded machine from "
                              "oversubscribing its cores)")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as the worker and the CLI do before they compute
     if args.threads:
         torch.set_num_threads(args.threads)
         threadpool_limits(args.threads)  # numpy's BLAS: the fitted noise's eigendecompositions
@@ -147,11 +154,14 @@ def main(argv=None) -> int:
 
     depths = [p.architecture for p in expand(FC, {"depth": list(range(1, args.max_depth + 1)),
                                                   "w_std": [1.5], "b_std": [0.05]})]
-    deepest, depth_sweep = timed(args.reps, lambda: kernel_fn(depths[-1], x), lambda: kernels_together(depths, x))
+    deepest_runs, sweep_runs = runs(args.reps, lambda: kernel_fn(depths[-1], x), lambda: kernels_together(depths, x))
+    deepest, depth_sweep = statistics.median(deepest_runs), statistics.median(sweep_runs)
     print(f"depth grid 1..{args.max_depth} (w_std 1.5, b_std 0.05)")
     print(f"  single depth-{args.max_depth} kernel      {deepest:8.3f} s")
     print(f"  sweep of depths 1..{args.max_depth}     {depth_sweep:8.3f} s   "
           f"{depth_sweep / deepest:5.2f}x the deepest alone (goal <= {DEPTH_GOAL}x)")
+    each = sorted(after / before for before, after in zip(deepest_runs, sweep_runs))
+    print(f"  each rep's ratio, sorted       {' '.join(f'{r:.2f}' for r in each)}")
     return 0
 
 

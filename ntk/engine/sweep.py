@@ -46,8 +46,9 @@ from torch import Tensor
 from .combinators import serial
 from .interrupt import Progress, ShouldStop, Steps
 from .kernel import (Budget, NonFiniteKernel, as_points, block_input, block_output, check_inputs, default_block_size,
-                     place, resolve_device, tiles)
+                     resolve_device, tiles)
 from .predict import Factorization, NotPositiveDefinite, PredictError, factorize, predict
+from .state import KernelState
 from ntk.spec.architecture import Architecture
 from ntk.spec.sweep_grid import SweepPoint
 
@@ -87,9 +88,10 @@ def layer_keys(arch: Architecture, made: dict[int, str] | None = None) -> list[s
     made = {} if made is None else made
     keys = []
     for layer in arch.layers:
-        if id(layer) not in made:
-            made[id(layer)] = layer.model_dump_json()
-        keys.append(made[id(layer)])
+        key = made.get(id(layer))
+        if key is None:
+            key = made[id(layer)] = layer.model_dump_json()
+        keys.append(key)
     return keys
 
 
@@ -105,9 +107,10 @@ def build_trie(architectures: Sequence[Architecture], keys: Sequence[list[str]] 
             kind += (arch.needs_full_spatial(), arch.covariances_need_full_spatial())
         node = roots.setdefault(kind, Root(arch)).node
         for layer, key in zip(arch.layers, layer_keys(arch) if keys is None else keys[index]):
-            if key not in node.children:
-                node.children[key] = Node(layer)
-            node = node.children[key]
+            child = node.children.get(key)
+            if child is None:
+                child = node.children[key] = Node(layer)
+            node = child
         node.ends.append(index)
     for root in roots.values():
         _count(root.node)
@@ -121,34 +124,30 @@ def layer_applications(architectures: Sequence[Architecture]) -> int:
 
 
 def _count(node: Node) -> int:
+    """The subtree sizes, and each node's children reordered largest first: the order ``walk``
+    pushes them in, so the last pushed, walked first, is the smallest."""
     node.size = 1 + sum(_count(child) for child in node.children.values())
+    node.children = dict(sorted(node.children.items(), key=lambda item: -item[1].size))
     return node.size
 
 
 def walk(root: Root, x1: Tensor, x2: Tensor | None, get: tuple[str, ...], steps: Steps
-         ) -> Iterator[tuple[int, dict[str, Tensor] | NonFiniteKernel]]:
-    """(architecture index, its kernels on this block, or the NonFiniteKernel they raised), for
-    every architecture of the trie, each shared layer applied once."""
+         ) -> Iterator[tuple[int, KernelState]]:
+    """(architecture index, its output state on this block) for every architecture of the trie, each
+    shared layer applied once. A state is shared with the architectures that continue from it: read it
+    before taking the next."""
     parameterization = root.sample.parameterization
     start = block_input(root.sample, x1, x2, get)
-    pending = [(child, start) for child in _largest_first(root.node)]
+    pending = [(child, start) for child in root.node.children.values()]
     del start
     while pending:
         node, state = pending.pop()
         steps.check()
         state = serial([node.layer], state, parameterization)
         for index in node.ends:
-            try:
-                yield index, block_output(state, get, symmetric=x2 is None)
-            except NonFiniteKernel as error:
-                yield index, error
-        pending += [(child, state) for child in _largest_first(node)]
+            yield index, state
+        pending += [(child, state) for child in node.children.values()]
         del state
-
-
-def _largest_first(node: Node) -> list[Node]:
-    """Children in the order to push them: the last pushed is walked first, the largest last."""
-    return sorted(node.children.values(), key=lambda child: -child.size)
 
 
 # -- kernels of many architectures ------------------------------------------------------------
@@ -201,32 +200,56 @@ def _kernels(architectures, x_train, x_val, get, dtype, device, block_size, budg
 
 def _group_kernels(architectures, keys, indices, x_train, x_val, get, block_size, budget, steps):
     n, point_shape = x_train.shape[0], tuple(x_train.shape[1:])
-    results = {index: {"train_train": {}, "val_train": {}} for index in indices}
     failed: dict[int, NonFiniteKernel] = {}
+    results = {index: {} for index in indices}  # index -> which -> its kernels stacked, (len(get), rows, n)
     for root in build_trie(architectures, keys, spatial=x_train.ndim > 2):
         size = block_size or default_block_size(root.sample, point_shape, x_train.dtype, x_train.device, budget)
         blocks = [("train_train", x_train, None, tile) for tile in tiles(n, None, size)]
         if x_val is not None:
             blocks += [("val_train", x_val, x_train, tile) for tile in tiles(x_val.shape[0], n, size)]
-        for which, x1, x2, (i0, i1, j0, j1) in blocks:
-            symmetric = x2 is None
-            other = None if symmetric and i0 == j0 else (x1 if symmetric else x2)[j0:j1]
+        for which, x1, x2, tile in blocks:
+            i0, i1, j0, j1 = tile
+            diagonal = x2 is None and i0 == j0
+            other = None if diagonal else (x1 if x2 is None else x2)[j0:j1]
             whole = (i1 - i0, j1 - j0) == (x1.shape[0], n)
-            for local, block in walk(root, x1[i0:i1], other, get, steps):
+            for local, state in walk(root, x1[i0:i1], other, get, steps):
                 index = indices[local]
-                if isinstance(block, NonFiniteKernel):
-                    failed.setdefault(index, block)
-                elif whole:  # one block is the whole matrix, as in kernel_fn: no copy
-                    results[index][which] = block
-                else:
-                    out = results[index][which]
-                    if not out:
-                        out.update({name: torch.empty((x1.shape[0], n), dtype=x1.dtype, device=x1.device)
-                                    for name in get})
-                    place(out, (i0, i1, j0, j1), block, symmetric=symmetric)
+                try:
+                    block = block_output(state, get, symmetric=False)
+                except NonFiniteKernel as error:
+                    failed.setdefault(index, error)
+                    continue
+                if whole and x2 is not None:  # one block is the whole matrix, as in kernel_fn: no copy
+                    results[index][which] = list(block.values())
+                    continue
+                if which not in results[index]:
+                    results[index][which] = _empty(len(get), x1, n)
+                _write(results[index][which], tile, list(block.values()), diagonal, symmetric=x2 is None)
     for index in indices:
         kernels = results.pop(index)
-        yield index, failed.get(index) or {which: k for which, k in kernels.items() if k}
+        yield index, failed.get(index) or {which: dict(zip(get, out)) for which, out in kernels.items()}
+
+
+def _empty(count: int, x1: Tensor, n: int) -> Tensor:
+    return torch.empty((count, x1.shape[0], n), dtype=x1.dtype, device=x1.device)
+
+
+def _write(out: Tensor, tile, block: list[Tensor], diagonal: bool, symmetric: bool) -> None:
+    """One block of each kernel into ``out`` (the kernels stacked). A diagonal block of x1 against
+    itself is made exactly symmetric, (K + Kᵀ)/2 as ``kernel.block_output`` makes it, with the
+    sum written straight into ``out`` and every kernel halved in one pass; an off-diagonal one is
+    mirrored below the diagonal too."""
+    i0, i1, j0, j1 = tile
+    target = out[:, i0:i1, j0:j1]
+    for kernel, value in zip(target, block):
+        if diagonal:
+            torch.add(value, value.T, out=kernel)
+        else:
+            kernel.copy_(value)
+    if diagonal:
+        target.mul_(0.5)
+    elif symmetric:
+        out[:, j0:j1, i0:i1] = target.transpose(1, 2)
 
 
 # -- metrics ----------------------------------------------------------------------------------

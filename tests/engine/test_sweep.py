@@ -109,6 +109,15 @@ def test_each_architectures_kernels_equal_kernel_fn_alone(block_size):
     assert sorted(seen) == list(range(len(points)))
 
 
+def test_an_overflow_in_some_blocks_fails_only_its_architecture():
+    x, _, x_val, _ = data()
+    architectures = [p.architecture for p in expand(FC, {"depth": [1, 40], "w_std": [1.0, 1000.0]})]
+    results = dict(sweep_kernels(architectures, x, x_val, block_size=16))
+    assert isinstance(results[3], kernel.NonFiniteKernel) and "overflowed" in str(results[3])
+    for index in range(3):
+        assert torch.equal(results[index]["train_train"]["ntk"], kernel_fn(architectures[index], x, block_size=16)["ntk"])
+
+
 def test_images_with_pooling_share_with_each_other_not_with_dense_inputs():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(6, 4, 4, 2))
