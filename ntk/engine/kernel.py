@@ -131,6 +131,12 @@ def default_block_size(arch: Architecture, point_shape: tuple[int, ...], dtype: 
 
 def check_inputs(arch: Architecture, x1: Tensor, x2: Tensor | None) -> None:
     """Raise SpecError when the inputs do not fit the network (or each other)."""
+    check_points(x1, x2)
+    arch.check(tuple(x1.shape[1:]))
+
+
+def check_points(x1: Tensor, x2: Tensor | None) -> None:
+    """Raise SpecError when the inputs are no points, or points of two shapes."""
     if x1.ndim not in (2, 3, 4) or x1.shape[0] == 0:
         raise SpecError(("x1",), f"x1 must be (N, d), (N, L, C) or (N, H, W, C) with N ≥ 1, got shape "
                         f"{tuple(x1.shape)}")
@@ -139,7 +145,6 @@ def check_inputs(arch: Architecture, x1: Tensor, x2: Tensor | None) -> None:
                         f"{tuple(x1.shape[1:])}")
     if x2 is not None and x2.shape[0] == 0:
         raise SpecError(("x2",), "x2 has no points")
-    arch.check(tuple(x1.shape[1:]))
 
 
 # -- tiles -----------------------------------------------------------------------------------

@@ -45,10 +45,11 @@ from torch import Tensor
 
 from .combinators import serial
 from .interrupt import Progress, ShouldStop, Steps
-from .kernel import (Budget, NonFiniteKernel, as_points, block_input, block_output, check_inputs, default_block_size,
+from .kernel import (Budget, NonFiniteKernel, as_points, block_input, block_output, check_points, default_block_size,
                      resolve_device, tiles)
 from .predict import Factorization, NotPositiveDefinite, PredictError, factorize, predict
 from .state import KernelState
+from ntk.spec import architecture as spec
 from ntk.spec.architecture import Architecture
 from ntk.spec.sweep_grid import SweepPoint
 
@@ -131,6 +132,19 @@ def _count(node: Node) -> int:
     return node.size
 
 
+def check_architectures(roots: list[Root], point_shape: tuple[int, ...]) -> None:
+    """``Architecture.check`` of every architecture of the tries on points of ``point_shape``, each
+    shared prefix walked once (a depth grid 1…D walks D blocks, not D²/2): raises the SpecError of
+    the first layer that cannot run."""
+    pending = [(child, spec.Walk(point_shape), 0) for root in roots for child in root.node.children.values()]
+    while pending:
+        node, state, depth = pending.pop()
+        state = spec.step(node.layer, state, ("layers", depth))
+        if node.ends:
+            spec.output_shape(state.shape)
+        pending += [(child, state, depth + 1) for child in node.children.values()]
+
+
 def walk(root: Root, x1: Tensor, x2: Tensor | None, get: tuple[str, ...], steps: Steps
          ) -> Iterator[tuple[int, KernelState]]:
     """(architecture index, its output state on this block) for every architecture of the trie, each
@@ -184,25 +198,27 @@ def _kernels(architectures, x_train, x_val, get, dtype, device, block_size, budg
     device = resolve_device(device)
     x_train = as_points(x_train, dtype, device)
     x_val = None if x_val is None else as_points(x_val, dtype, device)
-    for arch in architectures:
-        check_inputs(arch, x_train, x_val)
+    check_points(x_train, x_val)
     n, m = x_train.shape[0], 0 if x_val is None else x_val.shape[0]
     per_architecture = len(get) * (n * n + m * n) * torch.finfo(dtype).bits // 8
     made: dict[int, str] = {}
     keys = [layer_keys(arch, made) for arch in architectures]
     order = sorted(range(len(architectures)), key=keys.__getitem__)  # shared prefixes side by side
     group_size = max(1, max_bytes // per_architecture)
-    for g in range(0, len(order), group_size):
-        group = order[g:g + group_size]
-        yield from _group_kernels([architectures[i] for i in group], [keys[i] for i in group], group, x_train,
-                                  x_val, get, block_size, budget, steps)
+    groups = [order[g:g + group_size] for g in range(0, len(order), group_size)]
+    tries = [build_trie([architectures[i] for i in group], [keys[i] for i in group], spatial=x_train.ndim > 2)
+             for group in groups]
+    for roots in tries:  # every architecture, before any is computed
+        check_architectures(roots, tuple(x_train.shape[1:]))
+    for group, roots in zip(groups, tries):
+        yield from _group_kernels(roots, group, x_train, x_val, get, block_size, budget, steps)
 
 
-def _group_kernels(architectures, keys, indices, x_train, x_val, get, block_size, budget, steps):
+def _group_kernels(roots: list[Root], indices, x_train, x_val, get, block_size, budget, steps):
     n, point_shape = x_train.shape[0], tuple(x_train.shape[1:])
     failed: dict[int, NonFiniteKernel] = {}
     results = {index: {} for index in indices}  # index -> which -> its kernels stacked, (len(get), rows, n)
-    for root in build_trie(architectures, keys, spatial=x_train.ndim > 2):
+    for root in roots:
         size = block_size or default_block_size(root.sample, point_shape, x_train.dtype, x_train.device, budget)
         blocks = [("train_train", x_train, None, tile) for tile in tiles(n, None, size)]
         if x_val is not None:

@@ -88,8 +88,21 @@ class Walk:
 def walk(layers, state: Walk, path: tuple) -> Walk:
     """The walk past ``layers`` in sequence (stax.serial), each by its layer type's shape rule."""
     for i, layer in enumerate(layers):
-        state = LAYER_REGISTRY[layer.type].shape(layer, state, path + (i,))
+        state = step(layer, state, path + (i,))
     return state
+
+
+def step(layer, state: Walk, path: tuple) -> Walk:
+    """The walk past one layer (at ``path``), by its layer type's shape rule."""
+    return LAYER_REGISTRY[layer.type].shape(layer, state, path)
+
+
+def output_shape(shape: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """A walk's final shape, once it is that of a network's output: (k,) per point (or unknown)."""
+    if shape is not None and len(shape) != 1:
+        raise SpecError(("layers",), f"the network output has shape {shape} per point, "
+                        "not (k,): add Flatten or GlobalAvgPool before the last Dense")
+    return shape
 
 
 def _affine(state: Walk, out_shape: tuple[int, ...] | None, taps: int, bias: bool) -> Walk:
@@ -497,11 +510,7 @@ class Architecture(BaseModel):
         if max_layers is not None and count > max_layers:
             raise SpecError(("layers",), f"the network has {count} layers; at most {max_layers} are allowed "
                             "(NTK_MAX_LAYERS)")
-        shape = self.walk(input_shape).shape
-        if shape is not None and len(shape) != 1:
-            raise SpecError(("layers",), f"the network output has shape {shape} per point, "
-                            "not (k,): add Flatten or GlobalAvgPool before the last Dense")
-        return shape
+        return output_shape(self.walk(input_shape).shape)
 
     def walk(self, input_shape: tuple[int, ...] | None) -> Walk:
         """The walk through the whole stack from points of ``input_shape`` (see ``Walk``); raises

@@ -118,6 +118,23 @@ def test_an_overflow_in_some_blocks_fails_only_its_architecture():
         assert torch.equal(results[index]["train_train"]["ntk"], kernel_fn(architectures[index], x, block_size=16)["ntk"])
 
 
+@pytest.mark.parametrize("readout, path, message", [
+    ([{"type": "Relu"}, {"type": "Relu"}], "layers[2]", "Relu needs a Gaussian input"),
+    ([{"type": "Conv", "out_chan": 1, "filter_shape": [2]}], "layers[1]", "Conv"),
+])
+def test_an_architecture_the_inputs_cannot_run_is_refused_as_check_refuses_it_before_any_work(readout, path, message):
+    """The sweep checks each shared prefix once; what it raises is what Architecture.check raises."""
+    x, _, _, _ = data()
+    good = expand({"block": [{"type": "Dense", "out_dim": 8}], "readout": [{"type": "Dense", "out_dim": 1}]},
+                  {"depth": [1, 2]})
+    bad = expand({"block": [{"type": "Dense", "out_dim": 8}], "readout": readout}, {"depth": [1]})[0]
+    with pytest.raises(SpecError) as alone:
+        bad.architecture.check((x.shape[1],))
+    with pytest.raises(SpecError) as swept:
+        next(sweep_kernels([p.architecture for p in good] + [bad.architecture], x))
+    assert str(swept.value) == str(alone.value) and str(alone.value).startswith(path) and message in str(alone.value)
+
+
 def test_images_with_pooling_share_with_each_other_not_with_dense_inputs():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(6, 4, 4, 2))
