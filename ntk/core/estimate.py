@@ -76,22 +76,19 @@ class Estimate:
 
 
 def sweep_cost(job: SweepJob, tile: int, on_gpu: bool) -> C.Cost:
-    """An upper bound: every architecture priced as if computed alone (its train × train and
-    val × train kernels and its solve), though the sweep computes shared layer prefixes once
-    (ntk.engine.sweep), so a depth grid 1…D costs about one depth-D pass, not D(D+1)/2 layers."""
+    """The sweep as ntk.engine.sweep computes it: every architecture's train × train and
+    val × train kernels, shared layer prefixes once (a depth grid 1…D costs about one depth-D
+    pass, not D(D+1)/2 layers), and every architecture's solve."""
     shape, n_train = tuple(job.x_train.shape[1:]), job.x_train.shape[0]
     n_val = 0 if job.x_val is None else job.x_val.shape[0]
     dtype_bytes = DTYPE_BYTES[job.dtype]
-
-    def alone(arch: Architecture) -> C.Cost:
-        cost = C.kernel_cost(arch, shape, n_train, None, dtype_bytes=dtype_bytes, tile=tile, on_gpu=on_gpu)
-        if n_val:
-            cost = cost + C.kernel_cost(arch, shape, n_val, n_train, dtype_bytes=dtype_bytes, tile=tile, on_gpu=on_gpu)
-        return cost + C.prediction_cost(n_train, n_val, method="eigh")
-
     # the API refused a sweep over NTK_MAX_SWEEP_ARCHITECTURES before pricing it
-    points = expand(**job.expand_arguments(), max_architectures=sys.maxsize)
-    return reduce(operator.add, (alone(point.architecture) for point in points))
+    architectures = [point.architecture for point in expand(**job.expand_arguments(), max_architectures=sys.maxsize)]
+    cost = C.sweep_kernel_cost(architectures, shape, n_train, None, dtype_bytes=dtype_bytes, tile=tile, on_gpu=on_gpu)
+    if n_val:
+        cost = cost + C.sweep_kernel_cost(architectures, shape, n_val, n_train, dtype_bytes=dtype_bytes, tile=tile,
+                                          on_gpu=on_gpu)
+    return reduce(operator.add, [C.prediction_cost(n_train, n_val, method="eigh")] * len(architectures), cost)
 
 
 def job_cost(job: AnyJob, tile: int, on_gpu: bool) -> C.Cost:

@@ -51,7 +51,7 @@ from .predict import Factorization, NotPositiveDefinite, PredictError, factorize
 from .state import KernelState
 from ntk.spec import architecture as spec
 from ntk.spec.architecture import Architecture
-from ntk.spec.sweep_grid import SweepPoint
+from ntk.spec.sweep_grid import SweepPoint, layer_keys
 
 # Memory for the kernels of the architectures computed together (the service's NTK_SWEEP_BYTES):
 # beyond it the sweep runs its architectures in groups, sharing prefixes within each group only.
@@ -81,19 +81,6 @@ class Root:
 
     sample: Architecture  # any of them: it says what the input state tracks
     node: Node = field(default_factory=Node)
-
-
-def layer_keys(arch: Architecture, made: dict[int, str] | None = None) -> list[str]:
-    """Each layer as JSON, defaults filled in: equal layers give equal keys. ``made``: the keys of
-    layer objects seen before, by id (``sweep_grid.expand`` makes equal layers one object)."""
-    made = {} if made is None else made
-    keys = []
-    for layer in arch.layers:
-        key = made.get(id(layer))
-        if key is None:
-            key = made[id(layer)] = layer.model_dump_json()
-        keys.append(key)
-    return keys
 
 
 def build_trie(architectures: Sequence[Architecture], keys: Sequence[list[str]] | None = None,

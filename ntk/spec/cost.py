@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass, field
 
 from . import architecture as S
+from .sweep_grid import layer_keys
 
 # Block sizing (kernel.default_block_size reads these): see ``block_side``.
 
@@ -295,12 +296,44 @@ def block_work(arch: S.Architecture, point_shape: tuple[int, ...], get: tuple[st
                dtype_bytes: int = 8) -> Work:
     """The work of one block through the whole stack, as a function of its b1, b2 (``Work.on``):
     the input kernel, every layer, and the finite checks and symmetrization of the results."""
-    point_shape = tuple(point_shape)
+    s = _input_shape(arch, tuple(point_shape), get, dtype_bytes)
+    return input_work(s, point_shape[-1]) + _stack(arch.layers, s) + _output_work(get)
+
+
+def _input_shape(arch: S.Architecture, point_shape: tuple[int, ...], get: tuple[str, ...], dtype_bytes: int) -> _Shape:
     full = arch.needs_full_spatial() and len(point_shape) > 1
-    s = _Shape(point_shape[:-1], full, full and arch.covariances_need_full_spatial(), "ntk" in get, True,
-               dtype_bytes, point_shape[-1])
-    work = input_work(s, point_shape[-1]) + _stack(arch.layers, s)
-    return work + Work(2 * PASS * len(get), 0.0, 4 * len(get) * OP_OVERHEAD)
+    return _Shape(point_shape[:-1], full, full and arch.covariances_need_full_spatial(), "ntk" in get, True,
+                  dtype_bytes, point_shape[-1])
+
+
+def _output_work(get: tuple[str, ...]) -> Work:
+    """The finite checks and symmetrization of a stack's results."""
+    return Work(2 * PASS * len(get), 0.0, 4 * len(get) * OP_OVERHEAD)
+
+
+def sweep_block_works(architectures: list[S.Architecture], point_shape: tuple[int, ...],
+                      get: tuple[str, ...] = ("nngp", "ntk"), dtype_bytes: int = 8
+                      ) -> list[tuple[S.Architecture, Work]]:
+    """The work of one block through every architecture of a sweep as ntk.engine.sweep computes
+    them: per kind of input state (a sample architecture of that kind, and its work), the input
+    kernel once, each layer of the trie of shared prefixes once, and every architecture's results
+    checked and symmetrized. A depth grid 1…D is D blocks and D readouts, not D(D+1)/2 blocks."""
+    point_shape, made = tuple(point_shape), {}
+    samples, works, roots = {}, {}, {}  # by kind: an architecture, the work, the trie's root (children, shape)
+    for arch in architectures:
+        s = _input_shape(arch, point_shape, get, dtype_bytes)
+        kind = (s.full, s.cov_full, arch.parameterization)
+        if kind not in roots:
+            samples[kind], works[kind], roots[kind] = arch, input_work(s, point_shape[-1]), ({}, s)
+        children, s = roots[kind]
+        for layer, key in zip(arch.layers, layer_keys(arch, made)):
+            if key not in children:
+                after = _copy(s)  # a cost rule moves the shape it is given past its layer
+                works[kind] = works[kind] + LAYER_WORK[layer.type](layer, after)
+                children[key] = ({}, after)
+            children, s = children[key]
+        works[kind] = works[kind] + _output_work(get)
+    return [(samples[kind], works[kind]) for kind in roots]
 
 
 # -- blocks and tiles ----------------------------------------------------------------------------
@@ -416,6 +449,17 @@ def kernel_cost(arch: S.Architecture, point_shape: tuple[int, ...], n1: int, n2:
     point_shape = tuple(point_shape)
     work, side = block_work(arch, point_shape, get, dtype_bytes), block_side(arch, point_shape, dtype_bytes, on_gpu)
     return _tiled(work, side, n1, n2, tile, len(get) * dtype_bytes, on_gpu)
+
+
+def sweep_kernel_cost(architectures: list[S.Architecture], point_shape: tuple[int, ...], n1: int,
+                      n2: int | None = None, get: tuple[str, ...] = KERNELS, dtype_bytes: int = 8, tile: int = 2048,
+                      on_gpu: bool = False) -> Cost:
+    """``kernel_cost`` of a sweep's architectures computed together, shared prefixes once
+    (``sweep_block_works``), each kind of input state in blocks of its own side."""
+    point_shape = tuple(point_shape)
+    costs = [_tiled(work, block_side(sample, point_shape, dtype_bytes, on_gpu), n1, n2, tile, len(get) * dtype_bytes,
+                    on_gpu) for sample, work in sweep_block_works(architectures, point_shape, get, dtype_bytes)]
+    return sum(costs[1:], costs[0])
 
 
 def _tiled(work: Work, side: int, n1: int, n2: int | None, tile: int, result_bytes: int, on_gpu: bool) -> Cost:

@@ -154,3 +154,21 @@ def test_a_prediction_job_is_its_three_kernel_blocks_and_the_solve():
     assert job.units == pytest.approx(sum(p.units for p in parts))
     assert job.tiles == sum(p.tiles for p in parts)
     assert job.parts == pytest.approx({"kernels": sum(p.units for p in parts[:3]), "solve": parts[3].units})
+
+
+def test_a_sweep_is_priced_as_the_engine_computes_it_shared_prefixes_once():
+    """One architecture alone costs its kernel; two with no layer in common cost less than their
+    kernels (the input kernel is shared); a depth grid 1…D costs about one depth-D kernel (D blocks
+    and D readouts), not the D(D+1)/2 blocks of computing each depth alone."""
+    from ntk.spec.sweep_grid import expand
+
+    kernel = kernel_cost(FC, (16,), 300)
+    assert cost.sweep_kernel_cost([FC], (16,), 300) == kernel
+    other = arch({**DENSE, "w_std": 2.0}, RELU, {"type": "Dense", "out_dim": 1})
+    both = cost.sweep_kernel_cost([FC, other], (16,), 300)
+    assert both.units < kernel.units + kernel_cost(other, (16,), 300).units
+    depths = [p.architecture for p in expand({"block": [DENSE, RELU], "readout": [{"type": "Dense", "out_dim": 1}]},
+                                             {"depth": list(range(1, 31))})]
+    deepest, alone = kernel_cost(depths[-1], (16,), 300), sum(kernel_cost(a, (16,), 300).units for a in depths)
+    swept = cost.sweep_kernel_cost(depths, (16,), 300)
+    assert deepest.units < swept.units < 2 * deepest.units < alone / 5
