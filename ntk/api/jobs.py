@@ -196,6 +196,7 @@ class Endings:
     def __init__(self, client):
         self.client = client
         self.waiters: dict[str, set[asyncio.Event]] = {}
+        self.subscribed = asyncio.Event()  # set while subscribed, once the waiters before it were woken
 
     async def listen(self) -> None:
         while True:
@@ -203,12 +204,14 @@ class Endings:
                 async with self.client.pubsub() as pubsub:
                     await pubsub.subscribe(keys.JOBS_ENDED)
                     self.wake_all()  # jobs may have ended while nobody listened
+                    self.subscribed.set()
                     while True:
                         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.LISTEN_S)
                         if message is not None:
                             for event in self.waiters.get(message["data"].decode(), ()):
                                 event.set()
             except (redis.RedisError, OSError) as e:
+                self.subscribed.clear()
                 log.warning("the subscription to ended jobs broke (%s); subscribing again", type(e).__name__)
                 self.wake_all()
                 await asyncio.sleep(self.RECONNECT_S)

@@ -107,6 +107,8 @@ class WakeableConsumer(_RedisConsumer):
             if self.outstanding_message_count < self.prefetch:
                 try:
                     self.broker.client.blpop([self.wake], timeout=self.idle_s)
+                except redis.TimeoutError:
+                    pass  # the client's socket timeout (redis-py's default 5 s) came first: a look at the queue
                 except redis.ConnectionError as e:
                     raise ConnectionClosed(e) from None
             else:

@@ -52,8 +52,7 @@ async def waiting(redis_url: str, act, *, queued: bool, seconds: float = 30.0) -
     try:
         sync = redis.Redis.from_url(redis_url)
         job_id = queued_job(sync)
-        while sync.pubsub_numsub(keys.JOBS_ENDED)[0][1] == 0:  # the listener has subscribed
-            await asyncio.sleep(0.01)
+        await endings.subscribed.wait()  # (channels are server-wide: another listener's subscription says nothing)
         with endings.watching(job_id) as ended:
             waiter = asyncio.create_task(jobs.wait_for(client, ended, job_id, seconds, queued=queued, with_result=True))
             while not queued and not statuses:  # a joined job is read once before its end

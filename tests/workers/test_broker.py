@@ -115,3 +115,14 @@ def test_an_idle_consumer_is_woken_by_an_enqueue_not_by_its_timeout(redis_url):
     consumer.ack(seen[-1])
     consumer.close()
     broker.close()
+
+
+def test_a_wait_longer_than_the_clients_socket_timeout_is_a_look_at_the_queue_not_an_error(redis_url):
+    """redis-py 8 reads with a 5 s socket timeout by default: a BLPOP waiting longer (a large
+    NTK_WORKER_POLL_MS) ends in its TimeoutError, which is one more idle round, not a crash."""
+    broker = build_broker(Settings(redis_url=f"{redis_url}?socket_timeout=0.05"))
+    redis.Redis.from_url(redis_url).delete(keys.queue_wake(QUEUE))
+    consumer = broker.consume(QUEUE, prefetch=1, timeout=60_000)
+    assert next(consumer) is None
+    consumer.close()
+    broker.close()
