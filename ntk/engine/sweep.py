@@ -46,7 +46,7 @@ from torch import Tensor
 from .combinators import serial
 from .interrupt import Progress, ShouldStop, Steps
 from .kernel import (Budget, NonFiniteKernel, as_points, block_input, block_output, check_points, default_block_size,
-                     resolve_device, tiles)
+                     overflow_advice, resolve_device, tiles)
 from .predict import Factorization, NotPositiveDefinite, PredictError, factorize, predict
 from .state import KernelState
 from ntk.spec import architecture as spec
@@ -217,17 +217,21 @@ def _group_kernels(roots: list[Root], indices, x_train, x_val, get, block_size, 
             whole = (i1 - i0, j1 - j0) == (x1.shape[0], n)
             for local, state in walk(root, x1[i0:i1], other, get, steps):
                 index = indices[local]
-                try:
-                    block = block_output(state, get, symmetric=False)
-                except NonFiniteKernel as error:
-                    failed.setdefault(index, error)
+                if index in failed:
                     continue
                 if whole and x2 is not None:  # one block is the whole matrix, as in kernel_fn: no copy
-                    results[index][which] = list(block.values())
+                    try:
+                        results[index][which] = list(block_output(state, get, symmetric=False).values())
+                    except NonFiniteKernel as error:
+                        failed[index] = error
                     continue
                 if which not in results[index]:
                     results[index][which] = _empty(len(get), x1, n)
-                _write(results[index][which], tile, list(block.values()), diagonal, symmetric=x2 is None)
+                written = _write(results[index][which], tile, [getattr(state, name) for name in get], diagonal,
+                                 symmetric=x2 is None)
+                error = _non_finite(written, get)
+                if error is not None:
+                    failed[index] = error
     for index in indices:
         kernels = results.pop(index)
         yield index, failed.get(index) or {which: dict(zip(get, out)) for which, out in kernels.items()}
@@ -237,11 +241,11 @@ def _empty(count: int, x1: Tensor, n: int) -> Tensor:
     return torch.empty((count, x1.shape[0], n), dtype=x1.dtype, device=x1.device)
 
 
-def _write(out: Tensor, tile, block: list[Tensor], diagonal: bool, symmetric: bool) -> None:
-    """One block of each kernel into ``out`` (the kernels stacked). A diagonal block of x1 against
-    itself is made exactly symmetric, (K + Kᵀ)/2 as ``kernel.block_output`` makes it, with the
-    sum written straight into ``out`` and every kernel halved in one pass; an off-diagonal one is
-    mirrored below the diagonal too."""
+def _write(out: Tensor, tile, block: list[Tensor], diagonal: bool, symmetric: bool) -> Tensor:
+    """One block of each kernel into ``out`` (the kernels stacked), and where it went. A diagonal
+    block of x1 against itself is made exactly symmetric, (K + Kᵀ)/2 as ``kernel.block_output``
+    makes it, with the sum written straight into ``out`` and every kernel halved in one pass; an
+    off-diagonal one is mirrored below the diagonal too."""
     i0, i1, j0, j1 = tile
     target = out[:, i0:i1, j0:j1]
     for kernel, value in zip(target, block):
@@ -253,6 +257,17 @@ def _write(out: Tensor, tile, block: list[Tensor], diagonal: bool, symmetric: bo
         target.mul_(0.5)
     elif symmetric:
         out[:, j0:j1, i0:i1] = target.transpose(1, 2)
+    return target
+
+
+def _non_finite(block: Tensor, get: tuple[str, ...]) -> NonFiniteKernel | None:
+    """The error of a block of stacked kernels that holds a NaN or ±inf, else None: one sum over
+    all of them in the usual case, as ``kernel.block_output`` checks one kernel. Checked once
+    written, so that an overflow in the symmetrizing sum is caught too."""
+    if math.isfinite(block.sum()) or torch.isfinite(block).all():
+        return None
+    name = next(name for name, kernel in zip(get, block) if not torch.isfinite(kernel).all())
+    return NonFiniteKernel(overflow_advice(f"the {name} kernel", block.dtype))
 
 
 # -- metrics ----------------------------------------------------------------------------------
