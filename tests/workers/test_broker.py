@@ -9,6 +9,7 @@ import time
 import uuid
 
 import dramatiq
+import pytest
 import redis
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Middleware, Retries, SkipMessage
@@ -91,10 +92,18 @@ def test_a_task_that_succeeds_leaves_its_job_alone(redis_url):
 # -- waking: an idle lane's consumer waits on its wake list, and an enqueue wakes it
 
 
-def test_an_idle_consumer_is_woken_by_an_enqueue_not_by_its_timeout(redis_url):
-    settings = Settings(redis_url=redis_url)
+@pytest.fixture(scope="module")
+def own_redis(start_valkey):
+    """A Redis of these tests' own: the session's running service consumes the lanes of the shared
+    one (``redis_url``), and its workers would take the message and the wake token under test."""
+    with start_valkey() as server:
+        yield f"{server.connection_url}/0"
+
+
+def test_an_idle_consumer_is_woken_by_an_enqueue_not_by_its_timeout(own_redis):
+    settings = Settings(redis_url=own_redis)
     broker = build_broker(settings)
-    client = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(own_redis)
     client.delete(keys.queue_wake(QUEUE))
     consumer = broker.consume(QUEUE, prefetch=1, timeout=600_000)  # idle for up to ten minutes
     assert isinstance(consumer, WakeableConsumer)
@@ -117,11 +126,11 @@ def test_an_idle_consumer_is_woken_by_an_enqueue_not_by_its_timeout(redis_url):
     broker.close()
 
 
-def test_a_wait_longer_than_the_clients_socket_timeout_is_a_look_at_the_queue_not_an_error(redis_url):
+def test_a_wait_longer_than_the_clients_socket_timeout_is_a_look_at_the_queue_not_an_error(own_redis):
     """redis-py 8 reads with a 5 s socket timeout by default: a BLPOP waiting longer (a large
     NTK_WORKER_POLL_MS) ends in its TimeoutError, which is one more idle round, not a crash."""
-    broker = build_broker(Settings(redis_url=f"{redis_url}?socket_timeout=0.05"))
-    redis.Redis.from_url(redis_url).delete(keys.queue_wake(QUEUE))
+    broker = build_broker(Settings(redis_url=f"{own_redis}?socket_timeout=0.05"))
+    redis.Redis.from_url(own_redis).delete(keys.queue_wake(QUEUE))
     consumer = broker.consume(QUEUE, prefetch=1, timeout=60_000)
     assert next(consumer) is None
     consumer.close()
