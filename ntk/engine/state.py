@@ -89,6 +89,11 @@ def input_kernel(x1: Tensor, x2: Tensor | None, full_spatial: bool, compute_ntk:
         return (a * a).sum(-1)
 
     nngp = cross(x1, x1 if x2 is None else x2) / channels
+    if x2 is None and not spatial_shape:
+        # A matmul need not give (i, j) and (j, i) the same last bit; (K + Kᵀ)/2 (exact halving)
+        # does, and the layers in layers.KEEPS_SYMMETRY keep it so (a sweep then copies its
+        # outputs instead of symmetrizing each one).
+        nngp = torch.add(nngp, nngp.T).mul_(0.5)
     cov1 = self_cov(x1) / channels
     cov2 = None if x2 is None else self_cov(x2) / channels
     nngp, cov1 = snap_identical(nngp, cov1, x1, x2, full_spatial, cov_full_spatial)

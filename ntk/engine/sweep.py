@@ -47,6 +47,7 @@ from .combinators import serial
 from .interrupt import Progress, ShouldStop, Steps
 from .kernel import (Budget, NonFiniteKernel, as_points, block_input, block_output, check_points, default_block_size,
                      overflow_advice, resolve_device, tiles)
+from .layers import KEEPS_SYMMETRY
 from .predict import Factorization, NotPositiveDefinite, PredictError, factorize, predict
 from .state import KernelState
 from ntk.spec import architecture as spec
@@ -133,21 +134,26 @@ def check_architectures(roots: list[Root], point_shape: tuple[int, ...]) -> None
 
 
 def walk(root: Root, x1: Tensor, x2: Tensor | None, get: tuple[str, ...], steps: Steps
-         ) -> Iterator[tuple[int, KernelState]]:
-    """(architecture index, its output state on this block) for every architecture of the trie, each
-    shared layer applied once. A state is shared with the architectures that continue from it: read it
-    before taking the next."""
+         ) -> Iterator[tuple[int, KernelState, bool]]:
+    """(architecture index, its output state on this block, whether that state is exactly
+    symmetric) for every architecture of the trie, each shared layer applied once. A state is
+    shared with the architectures that continue from it: read it before taking the next.
+
+    A block of points against themselves (``x2`` None) without spatial axes whose input kernel is
+    symmetric to the bit stays so through every layer in ``KEEPS_SYMMETRY``: its (K + Kᵀ)/2 is K."""
     parameterization = root.sample.parameterization
     start = block_input(root.sample, x1, x2, get)
-    pending = [(child, start) for child in root.node.children.values()]
+    symmetric = x2 is None and x1.ndim == 2 and torch.equal(start.nngp, start.nngp.T)
+    pending = [(child, start, symmetric) for child in root.node.children.values()]
     del start
     while pending:
-        node, state = pending.pop()
+        node, state, symmetric = pending.pop()
         steps.check()
         state = serial([node.layer], state, parameterization)
+        symmetric = symmetric and node.layer.type in KEEPS_SYMMETRY
         for index in node.ends:
-            yield index, state
-        pending += [(child, state) for child in node.children.values()]
+            yield index, state, symmetric
+        pending += [(child, state, symmetric) for child in node.children.values()]
         del state
 
 
@@ -215,7 +221,7 @@ def _group_kernels(roots: list[Root], indices, x_train, x_val, get, block_size, 
             diagonal = x2 is None and i0 == j0
             other = None if diagonal else (x1 if x2 is None else x2)[j0:j1]
             whole = (i1 - i0, j1 - j0) == (x1.shape[0], n)
-            for local, state in walk(root, x1[i0:i1], other, get, steps):
+            for local, state, exact in walk(root, x1[i0:i1], other, get, steps):
                 index = indices[local]
                 if index in failed:
                     continue
@@ -228,7 +234,7 @@ def _group_kernels(roots: list[Root], indices, x_train, x_val, get, block_size, 
                 if which not in results[index]:
                     results[index][which] = _empty(len(get), x1, n)
                 written = _write(results[index][which], tile, [getattr(state, name) for name in get], diagonal,
-                                 symmetric=x2 is None)
+                                 symmetric=x2 is None, exact=exact)
                 error = _non_finite(written, get)
                 if error is not None:
                     failed[index] = error
@@ -241,21 +247,23 @@ def _empty(count: int, x1: Tensor, n: int) -> Tensor:
     return torch.empty((count, x1.shape[0], n), dtype=x1.dtype, device=x1.device)
 
 
-def _write(out: Tensor, tile, block: list[Tensor], diagonal: bool, symmetric: bool) -> Tensor:
+def _write(out: Tensor, tile, block: list[Tensor], diagonal: bool, symmetric: bool, exact: bool) -> Tensor:
     """One block of each kernel into ``out`` (the kernels stacked), and where it went. A diagonal
     block of x1 against itself is made exactly symmetric, (K + Kᵀ)/2 as ``kernel.block_output``
-    makes it, with the sum written straight into ``out`` and every kernel halved in one pass; an
-    off-diagonal one is mirrored below the diagonal too."""
+    makes it, with the sum written straight into ``out`` and every kernel halved in one pass, unless
+    it is ``exact``ly symmetric already (then (K + Kᵀ)/2 is K: a copy); with ``symmetric`` (the
+    matrix of x1 against itself) an off-diagonal block is mirrored below the diagonal too."""
     i0, i1, j0, j1 = tile
     target = out[:, i0:i1, j0:j1]
+    symmetrize = diagonal and not exact
     for kernel, value in zip(target, block):
-        if diagonal:
+        if symmetrize:
             torch.add(value, value.T, out=kernel)
         else:
             kernel.copy_(value)
-    if diagonal:
+    if symmetrize:
         target.mul_(0.5)
-    elif symmetric:
+    elif symmetric and not diagonal:
         out[:, j0:j1, i0:i1] = target.transpose(1, 2)
     return target
 

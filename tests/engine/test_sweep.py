@@ -15,10 +15,10 @@ import torch
 from scipy.stats import multivariate_normal
 
 from ntk.engine import kernel, kernel_fn
-from ntk.engine.interrupt import Stopped
+from ntk.engine.interrupt import Steps, Stopped
 from ntk.engine.layers import LAYERS
 from ntk.spec.architecture import SpecError
-from ntk.engine.sweep import layer_applications, sweep, sweep_kernels
+from ntk.engine.sweep import build_trie, layer_applications, sweep, sweep_kernels, walk
 from ntk.spec.sweep_grid import SweepTooLarge, expand
 
 FC = {"block": [{"type": "Dense", "out_dim": 64}, {"type": "Relu"}],
@@ -107,6 +107,28 @@ def test_each_architectures_kernels_equal_kernel_fn_alone(block_size):
             assert torch.equal(kernels["val_train"][name], alone_val[name])
         seen.append(index)
     assert sorted(seen) == list(range(len(points)))
+
+
+def test_rectifier_stacks_stay_exactly_symmetric_so_the_sweep_copies_instead_of_symmetrizing():
+    """A block of points against themselves stays symmetric to the bit through Dense and the
+    rectifiers (KEEPS_SYMMETRY); through Erf, which gives identical points the first one's variance,
+    it is not assumed to. Either way each architecture equals kernel_fn alone, identical points too."""
+    x, _, _, _ = data()
+    x[7] = x[3]  # identical points
+    relu = [p.architecture for p in expand(FC, {"depth": [1, 3], "w_std": [1.5]})]
+    erf = [p.architecture for p in expand(FC, {"depth": [2], "activation": ["Erf"]})]
+    architectures = relu + erf
+    points = torch.tensor(x)
+    seen = {}
+    for root in build_trie(architectures):
+        for index, state, exact in walk(root, points, None, ("nngp", "ntk"), Steps(len(architectures))):
+            seen[index] = exact
+            if exact:
+                assert torch.equal(state.nngp, state.nngp.T) and torch.equal(state.ntk, state.ntk.T)
+    assert seen == {0: True, 1: True, 2: False}
+    for index, kernels in sweep_kernels(architectures, x):
+        alone = kernel_fn(architectures[index], x)
+        assert all(torch.equal(kernels["train_train"][name], alone[name]) for name in ("nngp", "ntk"))
 
 
 def test_an_overflow_in_some_blocks_fails_only_its_architecture():

@@ -6,6 +6,6 @@ sub-stacks, is the combinator in ``..combinators``.
 """
 
 from . import elementwise, linear  # noqa: F401  (importing them attaches their maps)
-from .table import LAYERS
+from .table import KEEPS_SYMMETRY, LAYERS
 
-__all__ = ["LAYERS"]
+__all__ = ["KEEPS_SYMMETRY", "LAYERS"]

@@ -88,10 +88,12 @@ def correlation_gap(c: Tensor, q1: Tensor, q2: Tensor) -> Tensor:
     square root turns a residue of ε q1 q2 into θ ≈ √ε = 1e-8 (float64) or 2e-4 (float32), and
     every layer after adds its own. Reading correlations within 8 ulps of 1 as exactly 1 gives
     θ = 0 for them; for distinct points it moves θ no more than rounding c by 8 ulps would.
-    ``q1`` is the smaller operand (one variance per point of x1), so the factor costs nothing.
+    The factor is split between the two variances (√(1 − 8ε) on each, one variance per point: it
+    costs nothing), so that the pairs (i, j) and (j, i) of a block of points against themselves get
+    one gap to the bit, and a symmetric kernel stays symmetric (``layers.KEEPS_SYMMETRY``).
     """
-    snap = 1.0 - 8.0 * torch.finfo(c.dtype).eps
-    return torch.mul(q1 * snap, q2).sub_(c * c)
+    half_snap = math.sqrt(1.0 - 8.0 * torch.finfo(c.dtype).eps)
+    return torch.mul(q1 * half_snap, q2 * half_snap).sub_(c * c)
 
 
 def safe_sqrt(x: Tensor) -> Tensor:
