@@ -25,7 +25,7 @@ from ntk.api.tenants import over_active_jobs
 from ntk.core import keys, table
 from ntk.core.broker import PLAN, enqueue
 from ntk.core.codec import MANIFEST_MAGIC, TAIL_BYTES, Manifest, appended, spans, unpack
-from ntk.core.jobstate import PARTIAL, TERMINAL, end_call, submit_call
+from ntk.core.jobstate import PARTIAL, TERMINAL, end_call, job_fields, submit_call
 from ntk.core.problems import redis_problem
 from ntk.core.job import AnyJob, KernelJob, PredictJob, request_key, times_as_floats
 from ntk.core.estimate import Capacity, Estimate, estimate
@@ -89,9 +89,10 @@ async def admit(request: Request, job: AnyJob, path: str) -> Estimate:
     return estimated
 
 
-async def submit(request: Request, submitted: AnyJob, inline: dict[str, bytes], estimated: Estimate,
+async def submit(request: Request, submitted: AnyJob, key: str, inline: dict[str, bytes], estimated: Estimate,
                  job_id: str) -> tuple[str, bool]:
-    """The id of the job answering this request (``job_id`` when it is a new one), and whether it
+    """The id of the job answering this request (``key``: its request_key; ``job_id`` when it is a
+    new one), and whether it
     was already there (answered or running): then nothing is computed for this call, which is
     what ``cached`` reports.
 
@@ -102,7 +103,6 @@ async def submit(request: Request, submitted: AnyJob, inline: dict[str, bytes], 
     it created is found by its id.
     """
     state = request.app.state
-    key = request_key(submitted)
     limit = state.settings.tenant_max_active_jobs
     script_keys, args = submit_call(job_id, submitted, key, request.state.request_id, inline, limit,
                                     estimated.fields())
@@ -168,19 +168,21 @@ return {job, result}
 """
 
 
-async def answered(request: Request, submitted: AnyJob) -> dict | None:
-    """The ended job that answered an identical request, with its result's value (``RESULT``),
-    when both are still kept: a repeated request is answered from it before any estimate or
-    submission (ntk.core.jobstate.SUBMIT looks again, for a job that ends meanwhile)."""
-    key = request_key(submitted)
-    found = await request.app.state.answered(keys=[keys.answer(key)],
-                                             args=[keys.job(""), keys.job_result("").removeprefix(keys.job(""))])
+# ANSWERED's ARGV: a job's key is JOB_PREFIX + id, its result's JOB_PREFIX + id + RESULT_SUFFIX.
+JOB_PREFIX = keys.job("")
+RESULT_SUFFIX = keys.job_result("").removeprefix(JOB_PREFIX)
+
+
+async def answered(request: Request, key: str) -> dict | None:
+    """The ended job that answered an identical request (``key``: its request_key), with its
+    result's value (``RESULT``), when both are still kept: a repeated request is answered from it
+    before any estimate or submission (ntk.core.jobstate.SUBMIT looks again, for a job that ends
+    meanwhile)."""
+    found = await request.app.state.answered(keys=[keys.answer(key)], args=[JOB_PREFIX, RESULT_SUFFIX])
     if not found:
         return None
     flat, result = found
-    job = {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
-    job[RESULT] = result
-    return job
+    return {**job_fields(flat), RESULT: result}
 
 
 class Endings:
@@ -384,15 +386,19 @@ def expired(job_id: str) -> Problem:
                    "request again (cached tiles make that cheap)")
 
 
+def compact_json(value) -> bytes:
+    """JSON as JSONResponse writes it."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
 def arrays_json(data: bytes) -> bytes:
-    """The arrays of an npz as one JSON object, name -> nested lists (as JSONResponse writes it)."""
-    arrays = {name: a.tolist() for name, a in unpack(data).items()}
-    return json.dumps(arrays, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    """The arrays of an npz as one JSON object, name -> nested lists."""
+    return compact_json({name: a.tolist() for name, a in unpack(data).items()})
 
 
 def json_answer(meta: dict, arrays: bytes) -> Response:
     """One JSON object of ``meta``'s members, then the arrays' (``arrays_json``)."""
-    head = json.dumps(meta, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    head = compact_json(meta)
     body = head if arrays == b"{}" else head[:-1] + b"," + arrays[1:]
     return Response(body, media_type="application/json")
 
@@ -478,7 +484,8 @@ async def compute(request: Request, submitted: AnyJob, inline: dict[str, bytes],
     seconds, answer 200 (or the job's problem) or 202 with the job."""
     state = request.app.state
     with_result = not wants(request, NPZ)  # JSON: the result's value comes with the job's last read
-    job = await answered(request, submitted) if with_result else None
+    key = request_key(submitted)
+    job = await answered(request, key) if with_result else None
     if job is not None:
         logs.job_id.set(job["id"])  # until the request ends (ntk.api.middleware.RequestContext)
         state.metrics.answer_cache_hits.inc()
@@ -486,7 +493,7 @@ async def compute(request: Request, submitted: AnyJob, inline: dict[str, bytes],
     estimated = await admit(request, submitted, path)
     new_id = uuid.uuid4().hex
     with state.endings.watching(new_id) as ended:  # before the job exists: its end cannot go unheard
-        job_id, joined = await submit(request, submitted, inline, estimated, new_id)
+        job_id, joined = await submit(request, submitted, key, inline, estimated, new_id)
         logs.job_id.set(job_id)
         if joined:
             with state.endings.watching(job_id) as joined_ended:

@@ -99,6 +99,11 @@ return 1
 """
 
 
+def job_fields(flat: list[bytes]) -> dict[str, str]:
+    """A job's hash as a script returns HGETALL's reply (field, value, field, value, ...)."""
+    return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+
+
 def submit_call(job_id: str, request: AnyJob, request_key: str, request_id: str, inline: dict[str, bytes],
                 max_active_jobs: int, planned: dict[str, str] | None = None) -> tuple[list, list]:
     """KEYS and ARGV of SUBMIT; ``request_id`` is the HTTP request's (ntk.core.logs), kept for the job's
@@ -138,8 +143,7 @@ class Jobs:
 
     def start(self, job_id: str) -> dict:
         """Mark a queued job running; answers the job as it then is (empty when it is gone)."""
-        flat = self._start(keys=[keys.job(job_id)], args=[time.time()]) or []
-        return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+        return job_fields(self._start(keys=[keys.job(job_id)], args=[time.time()]) or [])
 
     def end(self, job: dict, status: str, *, error: dict | None = None, answer: dict | None = None) -> bool:
         k, a = end_call(job["id"], job["request_key"], status, self.ttl, error=error, answer=answer)

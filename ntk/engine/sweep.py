@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -50,9 +49,9 @@ from .kernel import (Budget, NonFiniteKernel, as_points, block_input, block_outp
 from .layers import KEEPS_SYMMETRY
 from .predict import Factorization, NotPositiveDefinite, PredictError, factorize, predict
 from .state import KernelState
-from ntk.spec import architecture as spec
 from ntk.spec.architecture import Architecture
-from ntk.spec.sweep_grid import SweepPoint, layer_keys
+from ntk.spec.sweep_grid import SweepPoint
+from ntk.spec.trie import Root, build_trie, check_architectures, layer_keys
 
 # Memory for the kernels of the architectures computed together (the service's NTK_SWEEP_BYTES):
 # beyond it the sweep runs its architectures in groups, sharing prefixes within each group only.
@@ -63,74 +62,13 @@ FIT_GRID_PER_DECADE = 4
 FIT_TOLERANCE = 1e-3  # decades
 
 
-# -- the trie ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Node:
-    """One layer applied after the path from the root; ``ends``: the architectures ending here."""
-
-    layer: object = None
-    children: dict[str, Node] = field(default_factory=dict)
-    ends: list[int] = field(default_factory=list)
-    size: int = 1  # nodes in the subtree, this one included
-
-
-@dataclass
-class Root:
-    """Architectures sharing an input state (the same spatial tracking) and a parameterization."""
-
-    sample: Architecture  # any of them: it says what the input state tracks
-    node: Node = field(default_factory=Node)
-
-
-def build_trie(architectures: Sequence[Architecture], keys: Sequence[list[str]] | None = None,
-               spatial: bool = True) -> list[Root]:
-    """The architectures' layer lists as tries of equal-layer prefixes, one per input kind;
-    ``keys``: their ``layer_keys`` when already at hand. Without ``spatial`` axes in the inputs
-    the input state is the same for every architecture (what it tracks between positions is moot)."""
-    roots: dict[tuple, Root] = {}
-    for index, arch in enumerate(architectures):
-        kind = (arch.parameterization,)
-        if spatial:
-            kind += (arch.needs_full_spatial(), arch.covariances_need_full_spatial())
-        node = roots.setdefault(kind, Root(arch)).node
-        for layer, key in zip(arch.layers, layer_keys(arch) if keys is None else keys[index]):
-            child = node.children.get(key)
-            if child is None:
-                child = node.children[key] = Node(layer)
-            node = child
-        node.ends.append(index)
-    for root in roots.values():
-        _count(root.node)
-    return list(roots.values())
+# -- the trie (ntk.spec.trie) ----------------------------------------------------------------
 
 
 def layer_applications(architectures: Sequence[Architecture]) -> int:
     """How many layers a sweep of these architectures applies per block of points (the trie's
     nodes): its cost in layers, for a cost model, against ``Σ arch.depth()`` computed alone."""
     return sum(root.node.size - 1 for root in build_trie(architectures))
-
-
-def _count(node: Node) -> int:
-    """The subtree sizes, and each node's children reordered largest first: the order ``walk``
-    pushes them in, so the last pushed, walked first, is the smallest."""
-    node.size = 1 + sum(_count(child) for child in node.children.values())
-    node.children = dict(sorted(node.children.items(), key=lambda item: -item[1].size))
-    return node.size
-
-
-def check_architectures(roots: list[Root], point_shape: tuple[int, ...]) -> None:
-    """``Architecture.check`` of every architecture of the tries on points of ``point_shape``, each
-    shared prefix walked once (a depth grid 1…D walks D blocks, not D²/2): raises the SpecError of
-    the first layer that cannot run."""
-    pending = [(child, spec.Walk(point_shape), 0) for root in roots for child in root.node.children.values()]
-    while pending:
-        node, state, depth = pending.pop()
-        state = spec.step(node.layer, state, ("layers", depth))
-        if node.ends:
-            spec.output_shape(state.shape)
-        pending += [(child, state, depth + 1) for child in node.children.values()]
 
 
 def walk(root: Root, x1: Tensor, x2: Tensor | None, get: tuple[str, ...], steps: Steps

@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass, field
 
 from . import architecture as S
-from .sweep_grid import layer_keys
+from .trie import build_trie
 
 # Block sizing (kernel.default_block_size reads these): see ``block_side``.
 
@@ -315,28 +315,24 @@ def sweep_block_works(architectures: list[S.Architecture], point_shape: tuple[in
                       get: tuple[str, ...] = ("nngp", "ntk"), dtype_bytes: int = 8
                       ) -> list[tuple[S.Architecture, Work]]:
     """The work of one block through every architecture of a sweep as ntk.engine.sweep computes
-    them: per kind of input state (a sample architecture of that kind, and its work), the input
+    them, per root of their trie (ntk.spec.trie: a sample architecture, and the work): the input
     kernel once, each layer of the trie of shared prefixes once, and every architecture's results
     checked and symmetrized. A depth grid 1…D is D blocks and D readouts, not D(D+1)/2 blocks."""
-    point_shape, made = tuple(point_shape), {}
-    samples, works, roots = {}, {}, {}  # by kind: an architecture, the work, the trie's root (children, shape)
-    for arch in architectures:
-        s = _input_shape(arch, point_shape, get, dtype_bytes)
-        kind = (s.full, s.cov_full, arch.parameterization)
-        if kind not in roots:
-            samples[kind], works[kind], roots[kind] = arch, input_work(s, point_shape[-1]), ({}, s)
-        children, s = roots[kind]
-        for layer, key in zip(arch.layers, layer_keys(arch, made)):
-            if key not in children:
-                after = _copy(s)  # a cost rule moves the shape it is given past its layer
-                works[kind] = works[kind] + LAYER_WORK[layer.type](layer, after)
-                children[key] = ({}, after)
-            children, s = children[key]
-        works[kind] = works[kind] + _output_work(get)
-    return [(samples[kind], works[kind]) for kind in roots]
-
-
-# -- blocks and tiles ----------------------------------------------------------------------------
+    point_shape = tuple(point_shape)
+    works = []
+    for root in build_trie(architectures, spatial=len(point_shape) > 1):
+        start = _input_shape(root.sample, point_shape, get, dtype_bytes)
+        work = input_work(start, point_shape[-1])
+        pending = [(child, start) for child in root.node.children.values()]
+        while pending:
+            node, s = pending.pop()
+            after = _copy(s)  # a cost rule moves the shape it is given past its layer
+            work = work + LAYER_WORK[node.layer.type](node.layer, after)
+            for _ in node.ends:
+                work = work + _output_work(get)
+            pending += [(child, after) for child in node.children.values()]
+        works.append((root.sample, work))
+    return works
 
 
 def block_side(arch: S.Architecture, point_shape: tuple[int, ...], dtype_bytes: int = 8, on_gpu: bool = False,

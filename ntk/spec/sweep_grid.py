@@ -242,16 +242,3 @@ def _activation_name(value) -> str | None:
     """The activation type a grid value names ("Relu" or {"type": "Relu", ...}), or None."""
     name = value if isinstance(value, str) else value.get("type") if isinstance(value, Mapping) else None
     return name if name in ACTIVATION_TYPES else None
-
-
-def layer_keys(arch: Architecture, made: dict[int, str] | None = None) -> list[str]:
-    """Each layer as JSON, defaults filled in: equal layers give equal keys. ``made``: the keys of
-    layer objects seen before, by id (``expand`` makes equal layers one object)."""
-    made = {} if made is None else made
-    keys = []
-    for layer in arch.layers:
-        key = made.get(id(layer))
-        if key is None:
-            key = made[id(layer)] = layer.model_dump_json()
-        keys.append(key)
-    return keys

@@ -100,7 +100,7 @@ def test_a_kept_answer_is_found_with_its_result_in_one_script(redis_url):
     async def found():
         client = aioredis.Redis.from_url(redis_url)
         script = client.register_script(jobs.ANSWERED)
-        prefix, suffix = keys.job(""), keys.job_result("").removeprefix(keys.job(""))
+        prefix, suffix = jobs.JOB_PREFIX, jobs.RESULT_SUFFIX
         flat, value = await script(keys=[keys.answer(request_key(REQUEST))], args=[prefix, suffix])
         missing = await script(keys=[keys.answer("0" * 64)], args=[prefix, suffix])
         await client.aclose()
